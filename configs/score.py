@@ -1,0 +1,42 @@
+"""Score registered backbones on neural benchmarks (planted, prepared HDF5 files, or `reader:source_dir`).
+
+  python -m jaxbrain.launch --config configs/score.py:model=vit_s16,benchmark=planted_ephys --workdir runs/score
+
+`model` is a registry name (`weights=` a checkpoint path, empty for random weights); `benchmark` one entry or
+several joined by '+'; `keep` gram (exact kernel) or projection (sparse random projection to 30,000 dims).
+"""
+
+import numpy as np
+import ml_collections
+
+from configs.common import parse_arg
+
+
+def base_config() -> ml_collections.ConfigDict:
+    """Defaults shared by every scoring config (DESIGN.md section 3)."""
+    config = ml_collections.ConfigDict()
+    config.experiment = "score"
+    config.seed = 0
+    config.progress = True
+    config.batch_size = 64
+    config.min_ceiling = 10.0           # percent; EEG/MEG use sqrt(NC/100) > 0.1 instead
+    config.benchmarks = ()
+    config.models = ml_collections.ConfigDict()
+    config.features = ml_collections.ConfigDict(dict(keep="gram", projection_dim=30000, seed=0))
+    config.ridge = ml_collections.ConfigDict(dict(alphas=tuple(np.logspace(1, 7, 10).tolist()),
+                                                  alpha_per_target=False))
+    config.cv = ml_collections.ConfigDict(dict(n_splits=5, shuffle=False))
+    config.planted = ml_collections.ConfigDict(dict(generator="tiny_cnn", seed=0, scale=1.0))
+    return config
+
+
+def get_config(arg: str | None = None):
+    args = parse_arg(arg, model="tiny_cnn", weights="", seed=0, benchmark="planted_ephys", keep="gram",
+                     layers=("",))
+    config = base_config()
+    config.benchmarks = tuple(args.benchmark.split("+"))
+    config.features.keep = args.keep
+    config.models = {args.model: {"name": args.model, "weights": args.weights, "seed": args.seed,
+                                  "layers": tuple(layer for layer in args.layers if layer)}}
+    config.lock()
+    return config

@@ -1,0 +1,527 @@
+"""NeuralDataset: one benchmark's responses, splits, noise ceilings and stimuli, with HDF5 IO and validation.
+
+On disk a dataset is one HDF5 file in the layout the reference code reads:
+
+    attrs:   name, modality, subjects, rois, splits, max_nc (= 100)
+    {split}/stimulus_ids                     (n_stim,) str        -- shared by all subjects, or
+    {split}/stimulus_ids/{subject}           (n_stim,) str        -- subject-specific (NSD)
+    {split}/neural_data/{subject}/{roi}      (n_stim, n_targets) or (n_stim, n_channels, n_times) float
+    noise_ceilings/{subject}/{roi}           (n_targets,) or (n_channels, n_times), percent explained variance
+    stimuli/                                 the StimulusSet (see jaxbrain.data.stimulus_set)
+
+Build one from raw trials with `from_trials`; write it with `save` (atomic) and read it with `load`.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import os
+import pathlib
+import tempfile
+from collections.abc import Callable, Mapping, Sequence
+
+import h5py
+import numpy as np
+
+from jaxbrain.data.stimulus_set import StimulusSet
+
+MODALITIES = ("ephys", "fmri", "eeg", "meg")
+MAX_NC = 100.0
+_NC_TOLERANCE = 1e-4
+
+
+class NeuralDataError(ValueError):
+    """A dataset (in memory or on disk) breaks the NeuralDataset contract."""
+
+
+def _where(source, split=None, subject=None, roi=None) -> str:
+    parts = [str(source)]
+    if split is not None:
+        parts.append(f"split {split!r}")
+    if subject is not None:
+        parts.append(f"subject {subject!r}")
+    if roi is not None:
+        parts.append(f"ROI {roi!r}")
+    return ", ".join(parts)
+
+
+@dataclasses.dataclass
+class NeuralDataset:
+    """A benchmark: responses per (split, subject, ROI), stimulus ids per split, noise ceilings per target.
+
+    `responses[(split, subject, roi)]` is (n_stim, n_targets) or (n_stim, n_channels, n_times); its rows follow
+    `ids(split, subject)`. `noise_ceilings[(subject, roi)]` has the response shape without the stimulus axis,
+    in percent explained variance (at most `max_nc`).
+    """
+
+    name: str
+    modality: str
+    subjects: list[str]
+    rois: list[str]
+    splits: list[str]
+    stimulus_ids: dict
+    responses: dict
+    noise_ceilings: dict
+    stimuli: StimulusSet | None = None
+    max_nc: float = MAX_NC
+
+    def ids(self, split: str, subject: str) -> np.ndarray:
+        """Stimulus ids (str array) of `split` as seen by `subject`."""
+        if split not in self.stimulus_ids:
+            raise KeyError(f"dataset {self.name!r}: no split {split!r} (has {list(self.stimulus_ids)})")
+        ids = self.stimulus_ids[split]
+        if isinstance(ids, Mapping):
+            if subject not in ids:
+                raise KeyError(f"dataset {self.name!r}, split {split!r}: no stimulus ids for subject {subject!r}")
+            ids = ids[subject]
+        return np.asarray(ids).astype(str)
+
+    def subject_specific_ids(self) -> bool:
+        return any(isinstance(v, Mapping) for v in self.stimulus_ids.values())
+
+    def _response(self, split, subject, roi) -> np.ndarray:
+        key = (split, subject, roi)
+        if key not in self.responses:
+            raise KeyError(f"dataset {self.name!r}: no responses for split {split!r}, subject {subject!r}, "
+                           f"ROI {roi!r}")
+        return np.asarray(self.responses[key])
+
+    def targets(self, split: str, subject: str, roi: str) -> np.ndarray:
+        """Responses as a 2-D float array (n_stim, n_targets); channel x time targets are flattened."""
+        r = self._response(split, subject, roi)
+        return r.reshape(r.shape[0], -1)
+
+    def ceiling(self, subject: str, roi: str) -> np.ndarray:
+        """Noise ceilings (percent) as a 1-D array, flattened like `targets`."""
+        key = (subject, roi)
+        if key not in self.noise_ceilings:
+            raise KeyError(f"dataset {self.name!r}: no noise ceiling for subject {subject!r}, ROI {roi!r}")
+        return np.asarray(self.noise_ceilings[key]).reshape(-1)
+
+    def target_shape(self, subject: str, roi: str) -> tuple[int, ...]:
+        return tuple(np.shape(self.noise_ceilings[(subject, roi)]))
+
+    def validate(self, source: str = "<memory>") -> None:
+        """Raises NeuralDataError naming `source`, split, subject, ROI and the fault; returns None when valid."""
+        validate(self, source)
+
+
+# ---------------------------------------------------------------------------------------------------------------
+# validation
+
+def _check_names(values, what, source):
+    values = list(values)
+    if not values:
+        raise NeuralDataError(f"{source}: no {what}")
+    for v in values:
+        if not isinstance(v, str) or not v or "/" in v:
+            raise NeuralDataError(f"{source}: {what} name {v!r} must be a non-empty string without '/'")
+    if len(set(values)) != len(values):
+        raise NeuralDataError(f"{source}: duplicate {what} in {values}")
+
+
+def _check_ids(ids, where) -> np.ndarray:
+    ids = np.asarray(ids)
+    if ids.ndim != 1:
+        raise NeuralDataError(f"{where}: stimulus ids must be 1-D, got shape {ids.shape}")
+    if ids.size == 0:
+        raise NeuralDataError(f"{where}: no stimulus ids")
+    ids = ids.astype(str)
+    if np.any(ids == ""):
+        raise NeuralDataError(f"{where}: empty stimulus id")
+    uniq, counts = np.unique(ids, return_counts=True)
+    if uniq.size != ids.size:
+        raise NeuralDataError(f"{where}: duplicate stimulus ids {uniq[counts > 1][:5].tolist()}")
+    return ids
+
+
+def _check_array(a, where, n_stim):
+    a = np.asarray(a)
+    if a.ndim not in (2, 3):
+        raise NeuralDataError(f"{where}: responses must be (n_stim, n_targets) or (n_stim, n_channels, n_times), "
+                              f"got shape {a.shape}")
+    if not np.issubdtype(a.dtype, np.floating):
+        raise NeuralDataError(f"{where}: responses dtype {a.dtype}, expected float")
+    if a.shape[0] != n_stim:
+        raise NeuralDataError(f"{where}: shape mismatch: {a.shape[0]} response rows for {n_stim} stimulus ids")
+    if a.size == 0 or a.shape[1] == 0:
+        raise NeuralDataError(f"{where}: no targets (shape {a.shape})")
+    bad = ~np.isfinite(a)
+    if bad.any():
+        kind = "NaN" if np.isnan(a).any() else "inf"
+        rows = np.unique(np.nonzero(bad)[0])
+        raise NeuralDataError(f"{where}: {int(bad.sum())} {kind}/non-finite values (stimulus rows {rows[:5].tolist()})")
+    if a.shape[0] > 1:
+        flat = a.reshape(a.shape[0], -1)
+        const = np.flatnonzero(np.all(flat == flat[:1], axis=0))
+        if const.size:
+            raise NeuralDataError(f"{where}: {const.size} constant targets across stimuli "
+                                  f"(flat target indices {const[:5].tolist()})")
+    return a
+
+
+def validate(ds: NeuralDataset, source: str = "<memory>") -> None:
+    """Checks `ds` against the NeuralDataset contract; raises NeuralDataError naming where and what."""
+    src = f"{source} (dataset {ds.name!r})" if source == "<memory>" else str(source)
+    if ds.modality not in MODALITIES:
+        raise NeuralDataError(f"{src}: modality {ds.modality!r} not one of {MODALITIES}")
+    _check_names(ds.subjects, "subjects", src)
+    _check_names(ds.rois, "ROIs", src)
+    _check_names(ds.splits, "splits", src)
+    extra = set(ds.stimulus_ids) - set(ds.splits)
+    if extra:
+        raise NeuralDataError(f"{src}: stimulus ids for undeclared splits {sorted(extra)}")
+    stim_known = set(ds.stimuli.ids) if ds.stimuli is not None else None
+    seen_ids: dict[str, dict[str, str]] = {s: {} for s in ds.subjects}
+    ids_of: dict[tuple[str, str], np.ndarray] = {}
+    for split in ds.splits:
+        if split not in ds.stimulus_ids:
+            raise NeuralDataError(f"{_where(src, split)}: missing stimulus ids")
+        per = ds.stimulus_ids[split]
+        if isinstance(per, Mapping):
+            unknown = set(per) - set(ds.subjects)
+            if unknown:
+                raise NeuralDataError(f"{_where(src, split)}: stimulus ids for unknown subjects {sorted(unknown)}")
+        for subject in ds.subjects:
+            where = _where(src, split, subject)
+            if isinstance(per, Mapping) and subject not in per:
+                raise NeuralDataError(f"{where}: missing stimulus ids")
+            ids = _check_ids(per[subject] if isinstance(per, Mapping) else per, where)
+            ids_of[(split, subject)] = ids
+            for i in ids.tolist():
+                other = seen_ids[subject].setdefault(i, split)
+                if other != split:
+                    raise NeuralDataError(f"{where}: stimulus id {i!r} is also in split {other!r}")
+            if stim_known is not None:
+                missing = [i for i in ids.tolist() if i not in stim_known]
+                if missing:
+                    raise NeuralDataError(f"{where}: {len(missing)} stimulus ids have no image in the stimulus "
+                                          f"set, e.g. {missing[:3]}")
+    expected = {(sp, su, r) for sp in ds.splits for su in ds.subjects for r in ds.rois}
+    extra = set(ds.responses) - expected
+    if extra:
+        raise NeuralDataError(f"{src}: responses for undeclared (split, subject, ROI) {sorted(extra)[:3]}")
+    extra = set(ds.noise_ceilings) - {(su, r) for su in ds.subjects for r in ds.rois}
+    if extra:
+        raise NeuralDataError(f"{src}: noise ceilings for undeclared (subject, ROI) {sorted(extra)[:3]}")
+    for subject in ds.subjects:
+        for roi in ds.rois:
+            if (subject, roi) not in ds.noise_ceilings:
+                raise NeuralDataError(f"{_where(src, None, subject, roi)}: missing noise ceilings")
+            nc = np.asarray(ds.noise_ceilings[(subject, roi)])
+            where = _where(src, None, subject, roi)
+            if not np.issubdtype(nc.dtype, np.floating) or not np.isfinite(nc).all():
+                raise NeuralDataError(f"{where}: noise ceilings must be finite floats "
+                                      f"({int((~np.isfinite(nc.astype(float))).sum())} non-finite)")
+            if nc.size and nc.max() > ds.max_nc + _NC_TOLERANCE:
+                raise NeuralDataError(f"{where}: noise ceiling {float(nc.max()):.4g} exceeds max_nc={ds.max_nc}")
+            for split in ds.splits:
+                where = _where(src, split, subject, roi)
+                if (split, subject, roi) not in ds.responses:
+                    raise NeuralDataError(f"{where}: missing responses")
+                a = _check_array(ds.responses[(split, subject, roi)], where, len(ids_of[(split, subject)]))
+                if a.shape[1:] != nc.shape:
+                    raise NeuralDataError(f"{where}: shape mismatch: targets {a.shape[1:]} vs noise ceilings "
+                                          f"{nc.shape}")
+
+
+# ---------------------------------------------------------------------------------------------------------------
+# building from trials
+
+def random_split(ids: Sequence[str], test_fraction: float = 0.1, seed: int = 42) -> dict[str, str]:
+    """id -> "train"/"test": round(test_fraction * N) ids drawn uniformly without replacement."""
+    ids = [str(i) for i in ids]
+    if not 0 < test_fraction < 1:
+        raise ValueError(f"test_fraction={test_fraction}: must be in (0, 1)")
+    n_test = max(1, int(round(test_fraction * len(ids))))
+    test = set(np.random.default_rng(seed).choice(len(ids), size=n_test, replace=False).tolist())
+    return {i: ("test" if k in test else "train") for k, i in enumerate(ids)}
+
+
+def stratified_split(ids: Sequence[str], labels: Sequence, test_fraction: float = 0.1,
+                     seed: int = 42) -> dict[str, str]:
+    """id -> "train"/"test" with the test share of every label as close to `test_fraction` as possible.
+
+    Uses scikit-learn's StratifiedShuffleSplit (as Brain-Score-style references do) with `random_state=seed`.
+    """
+    from sklearn.model_selection import StratifiedShuffleSplit
+
+    ids = [str(i) for i in ids]
+    if len(labels) != len(ids):
+        raise ValueError(f"stratified_split: {len(labels)} labels for {len(ids)} ids")
+    sss = StratifiedShuffleSplit(n_splits=1, test_size=test_fraction, random_state=seed)
+    _, test_idx = next(sss.split(np.zeros(len(ids)), np.asarray(labels)))
+    test = set(test_idx.tolist())
+    return {i: ("test" if k in test else "train") for k, i in enumerate(ids)}
+
+
+def _split_names(assigned: Sequence[str]) -> list[str]:
+    order = {"train": 0, "test": 1}
+    return sorted(set(assigned), key=lambda s: (order.get(s, 2), s))
+
+
+def from_trials(name: str, modality: str, trials: Mapping[tuple[str, str], np.ndarray],
+                stimulus_ids: Sequence[str] | Mapping[str, Sequence[str]],
+                split_of: Mapping[str, str] | Sequence[str] | Callable[[str], str], *,
+                stimuli: StimulusSet | None = None, ceiling_split: str | None = None,
+                n_averaged: float | None = None, ceiling_zscore: str = "repeat",
+                noise_ceilings: Mapping[tuple[str, str], np.ndarray] | None = None,
+                dtype=np.float32, source: str = "<trials>") -> NeuralDataset:
+    """Builds a validated NeuralDataset from single-trial responses.
+
+    trials: {(subject, roi): array (*target_shape, n_stimuli, n_repeats)}, usually (units, stimuli, repeats) or
+        (channels, times, stimuli, repeats); NaN marks a missing repeat. The stimulus axis follows
+        `stimulus_ids` (one list shared by all subjects, or {subject: ids}).
+    split_of: the split of each stimulus: a mapping id -> split, a sequence of split names aligned with the
+        stimulus ids, or a callable id -> split. Within a split, stimuli keep their order in `stimulus_ids`.
+    Responses are the mean over the available repeats (nanmean), stored as `dtype`.
+    Noise ceilings come from `jaxbrain.metrics.noise_ceiling` on the trials of the stimuli in `ceiling_split`
+    (all stimuli when None), with `n_averaged` repeats assumed in the scored responses (None: the repeats actually
+    averaged per stimulus, i.e. the mean of 1/n_i over stimuli). Every stimulus used for the ceiling needs at least
+    2 repeats. `ceiling_zscore` is passed to the estimator: "repeat" z-scores each (unit, repeat) across stimuli
+    (the published method), "unit" each unit over all its trials. Pass `noise_ceilings` to use precomputed
+    ceilings instead (e.g. from a release's ncsnr).
+    Every stimulus needs at least one repeat; NaN/inf in repeats that are present is an error (never dropped).
+    """
+    subjects = list(dict.fromkeys(s for s, _ in trials))
+    rois = list(dict.fromkeys(r for _, r in trials))
+    missing = [(s, r) for s in subjects for r in rois if (s, r) not in trials]
+    if missing:
+        raise NeuralDataError(f"{source}: trials missing for (subject, ROI) {missing[:3]}")
+    per_subject = isinstance(stimulus_ids, Mapping)
+
+    def ids_for(subject):
+        if per_subject:
+            if subject not in stimulus_ids:
+                raise NeuralDataError(f"{_where(source, None, subject)}: no stimulus ids")
+            return [str(i) for i in stimulus_ids[subject]]
+        return [str(i) for i in stimulus_ids]
+
+    split_cache: dict[str, list[str]] = {}
+
+    def splits_for(subject, ids):
+        if callable(split_of) and not isinstance(split_of, Mapping):
+            return [str(split_of(i)) for i in ids]
+        if isinstance(split_of, Mapping):
+            absent = [i for i in ids if i not in split_of]
+            if absent:
+                raise NeuralDataError(f"{_where(source, None, subject)}: no split for stimulus ids {absent[:3]}")
+            return [str(split_of[i]) for i in ids]
+        if per_subject:
+            raise NeuralDataError(f"{source}: with per-subject stimulus ids, split_of must map id -> split")
+        if len(split_of) != len(ids):
+            raise NeuralDataError(f"{source}: {len(split_of)} split labels for {len(ids)} stimulus ids")
+        return [str(s) for s in split_of]
+
+    for subject in subjects:
+        ids = ids_for(subject)
+        _check_ids(ids, _where(source, None, subject))
+        split_cache[subject] = splits_for(subject, ids)
+    splits = _split_names([s for v in split_cache.values() for s in v])
+    if ceiling_split is not None and ceiling_split not in splits:
+        raise NeuralDataError(f"{source}: ceiling_split {ceiling_split!r} not among splits {splits}")
+
+    stim_ids: dict = {sp: {} for sp in splits}
+    for subject in subjects:
+        ids = np.asarray(ids_for(subject))
+        labels = np.asarray(split_cache[subject])
+        for sp in splits:
+            stim_ids[sp][subject] = ids[labels == sp]
+    if not per_subject:
+        stim_ids = {sp: next(iter(v.values())) for sp, v in stim_ids.items()}
+
+    responses, ceilings = {}, {}
+    for (subject, roi), t in trials.items():
+        where = _where(source, None, subject, roi)
+        t = np.asarray(t, dtype=np.float64)
+        n_ids = len(split_cache[subject])
+        if t.ndim < 3 or t.shape[-2] != n_ids:
+            raise NeuralDataError(f"{where}: trials shape {t.shape}, expected (*targets, {n_ids} stimuli, repeats)")
+        if np.isinf(t).any():
+            raise NeuralDataError(f"{where}: {int(np.isinf(t).sum())} infinite trial values")
+        counts = np.isfinite(t).sum(-1)            # (*targets, stimuli)
+        empty = np.flatnonzero((counts == 0).reshape(-1, n_ids).any(0))
+        if empty.size:
+            bad = [ids_for(subject)[k] for k in empty[:3]]
+            raise NeuralDataError(f"{where}: {empty.size} stimuli have no valid repeat for some target, "
+                                  f"e.g. {bad}")
+        with np.errstate(invalid="ignore"):
+            mean = np.nanmean(t, axis=-1)          # (*targets, stimuli)
+        mean = np.moveaxis(mean, -1, 0).astype(dtype)
+        labels = np.asarray(split_cache[subject])
+        for sp in splits:
+            responses[(sp, subject, roi)] = mean[labels == sp]
+        if noise_ceilings is not None:
+            if (subject, roi) not in noise_ceilings:
+                raise NeuralDataError(f"{where}: no precomputed noise ceiling")
+            ceilings[(subject, roi)] = np.asarray(noise_ceilings[(subject, roi)], dtype=np.float64)
+            continue
+        use = np.ones(n_ids, bool) if ceiling_split is None else labels == ceiling_split
+        flat = t.reshape(-1, n_ids, t.shape[-1])[:, use]
+        few = np.flatnonzero((np.isfinite(flat).sum(-1) < 2).any(0))
+        if few.size:
+            used_ids = np.asarray(ids_for(subject))[use]
+            raise NeuralDataError(f"{where}: {few.size} stimuli have fewer than 2 repeats, so no noise ceiling "
+                                  f"can be estimated from them (e.g. {used_ids[few[:3]].tolist()}); pass "
+                                  f"ceiling_split= the split with repeats, or precomputed noise_ceilings")
+        from jaxbrain.metrics import noise_ceiling
+
+        nc = np.asarray(noise_ceiling(flat, n_averaged=n_averaged, zscore=ceiling_zscore), dtype=np.float64)
+        ceilings[(subject, roi)] = nc.reshape(t.shape[:-2])
+
+    ds = NeuralDataset(name=name, modality=modality, subjects=subjects, rois=rois, splits=splits,
+                       stimulus_ids=stim_ids, responses=responses, noise_ceilings=ceilings, stimuli=stimuli)
+    ds.validate(source)
+    return ds
+
+
+# ---------------------------------------------------------------------------------------------------------------
+# HDF5 IO
+
+def _str_array(values) -> np.ndarray:
+    return np.asarray([str(v) for v in values], dtype=object)
+
+
+def _write(ds: NeuralDataset, f: h5py.File, embed_stimuli: bool) -> None:
+    str_dt = h5py.string_dtype()
+    f.attrs["name"] = ds.name
+    f.attrs["modality"] = ds.modality
+    f.attrs.create("subjects", _str_array(ds.subjects), dtype=str_dt)
+    f.attrs.create("rois", _str_array(ds.rois), dtype=str_dt)
+    f.attrs.create("splits", _str_array(ds.splits), dtype=str_dt)
+    f.attrs["max_nc"] = float(ds.max_nc)
+    for split in ds.splits:
+        ids = ds.stimulus_ids[split]
+        if isinstance(ids, Mapping):
+            for subject in ds.subjects:
+                f.create_dataset(f"{split}/stimulus_ids/{subject}", data=_str_array(ids[subject]), dtype=str_dt)
+        else:
+            f.create_dataset(f"{split}/stimulus_ids", data=_str_array(ids), dtype=str_dt)
+        for subject in ds.subjects:
+            for roi in ds.rois:
+                f.create_dataset(f"{split}/neural_data/{subject}/{roi}",
+                                 data=np.asarray(ds.responses[(split, subject, roi)]))
+    for subject in ds.subjects:
+        for roi in ds.rois:
+            f.create_dataset(f"noise_ceilings/{subject}/{roi}", data=np.asarray(ds.noise_ceilings[(subject, roi)]))
+    if ds.stimuli is not None:
+        ds.stimuli.to_hdf5(f.create_group("stimuli"), embed=embed_stimuli)
+
+
+def _umask() -> int:
+    mask = os.umask(0)
+    os.umask(mask)
+    return mask
+
+
+def save(ds: NeuralDataset, path, *, embed_stimuli: bool = False, validate_first: bool = True) -> pathlib.Path:
+    """Writes `ds` to `path` atomically (temporary file in the same folder, then os.replace).
+
+    embed_stimuli=True copies the images into the file; otherwise the stimulus source is referenced by path.
+    """
+    path = pathlib.Path(path)
+    if validate_first:
+        ds.validate(f"{path} (before writing)")
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
+    os.close(fd)
+    try:
+        with h5py.File(tmp, "w") as f:
+            _write(ds, f, embed_stimuli)
+        os.chmod(tmp, 0o666 & ~_umask())
+        os.replace(tmp, path)
+    except BaseException:
+        if os.path.exists(tmp):
+            os.remove(tmp)
+        raise
+    return path
+
+
+def _strings(values) -> list[str]:
+    return [v.decode() if isinstance(v, bytes) else str(v) for v in np.atleast_1d(values)]
+
+
+class _LazyResponses(Mapping):
+    """Responses read from the file on access (for datasets too large to hold in memory)."""
+
+    def __init__(self, path: str, keys):
+        self._path, self._keys = path, list(keys)
+
+    def __getitem__(self, key):
+        if key not in self._keys:
+            raise KeyError(key)
+        split, subject, roi = key
+        with h5py.File(self._path, "r") as f:
+            return f[f"{split}/neural_data/{subject}/{roi}"][()]
+
+    def __iter__(self):
+        return iter(self._keys)
+
+    def __len__(self):
+        return len(self._keys)
+
+
+def load(path, *, lazy: bool = False, validate: bool = True) -> NeuralDataset:
+    """Reads a dataset file written by `save` (or by the reference code's layout).
+
+    lazy=True reads response arrays only when accessed. validate=True checks the whole contract and raises
+    NeuralDataError naming the file, split, subject, ROI and fault.
+    """
+    path = pathlib.Path(path)
+    if not path.is_file():
+        raise FileNotFoundError(f"neural dataset file not found: {path}")
+    try:
+        f = h5py.File(path, "r")
+    except OSError as exc:
+        raise NeuralDataError(f"{path}: not a readable HDF5 file ({exc})") from exc
+    with f:
+        for attr in ("subjects", "rois", "splits"):
+            if attr not in f.attrs:
+                raise NeuralDataError(f"{path}: missing attribute {attr!r}")
+        subjects, rois, splits = (_strings(f.attrs[a]) for a in ("subjects", "rois", "splits"))
+        modality = str(f.attrs.get("modality", ""))
+        name = str(f.attrs.get("name", path.stem))
+        max_nc = float(f.attrs.get("max_nc", MAX_NC))
+        stimulus_ids: dict = {}
+        responses: dict = {}
+        for split in splits:
+            key = f"{split}/stimulus_ids"
+            if key not in f:
+                raise NeuralDataError(f"{_where(path, split)}: missing dataset {key!r}")
+            node = f[key]
+            if isinstance(node, h5py.Group):
+                stimulus_ids[split] = {s: np.asarray(_strings(node[s][()])) for s in node}
+            else:
+                stimulus_ids[split] = np.asarray(_strings(node[()]))
+            for subject in subjects:
+                for roi in rois:
+                    key = f"{split}/neural_data/{subject}/{roi}"
+                    if key not in f:
+                        raise NeuralDataError(f"{_where(path, split, subject, roi)}: missing dataset {key!r}")
+                    if not lazy:
+                        responses[(split, subject, roi)] = f[key][()]
+        ceilings = {}
+        for subject in subjects:
+            for roi in rois:
+                key = f"noise_ceilings/{subject}/{roi}"
+                if key not in f:
+                    raise NeuralDataError(f"{_where(path, None, subject, roi)}: missing dataset {key!r}")
+                ceilings[(subject, roi)] = f[key][()]
+        stimuli = StimulusSet.from_hdf5(f["stimuli"]) if "stimuli" in f else None
+    if lazy:
+        responses = _LazyResponses(str(path), [(sp, su, r) for sp in splits for su in subjects for r in rois])
+    ds = NeuralDataset(name=name, modality=modality, subjects=subjects, rois=rois, splits=splits,
+                       stimulus_ids=stimulus_ids, responses=responses, noise_ceilings=ceilings, stimuli=stimuli,
+                       max_nc=max_nc)
+    if validate:
+        ds.validate(str(path))
+    return ds
+
+
+def is_valid_file(path) -> bool:
+    """True when `path` exists and loads and validates (used to skip finished work on resume)."""
+    try:
+        load(path, lazy=True, validate=True)
+    except (OSError, NeuralDataError, KeyError, ValueError):
+        return False
+    return True

@@ -1,0 +1,146 @@
+"""Representational similarity: RDMs (correlation distance), RSA (Spearman over upper triangles), unbiased CKA.
+
+All functions are jitted and batched over leading axes (`features` (..., n, d) against `responses` (n, t) or
+(..., n, t)). The score experiment's "c" variants compare features with responses and the "ve" variants compare
+ridge predictions with responses: `rsa(features, responses)`, `rsa(predictions, responses)`, and likewise `cka`.
+"""
+
+from __future__ import annotations
+
+
+import jax
+import jax.numpy as jnp
+
+
+def _rdm(patterns):
+    centred = patterns - patterns.mean(axis=-1, keepdims=True)
+    unit = centred / jnp.linalg.norm(centred, axis=-1, keepdims=True)
+    return 1.0 - unit @ unit.T
+
+
+@jax.jit
+def rdm(patterns):
+    """Correlation-distance RDM, 1 - Pearson r between the rows (stimuli) of `patterns` (..., n, d) -> (..., n, n).
+
+    A row with zero variance has undefined correlations and gives NaN entries.
+    """
+    return jnp.vectorize(_rdm, signature="(n,d)->(n,n)")(jnp.asarray(patterns))
+
+
+def upper_triangle(square):
+    """The entries above the diagonal of (..., n, n), row by row (the order of scipy's squareform)."""
+    square = jnp.asarray(square)
+    n = square.shape[-1]
+    rows, cols = jnp.triu_indices(n, k=1)
+    return square[..., rows, cols]
+
+
+def _ranks(v):
+    """Ranks 1..m of a vector with ties given their average rank (scipy.stats.rankdata "average")."""
+    s = jnp.sort(v)
+    left = jnp.searchsorted(s, v, side="left")
+    right = jnp.searchsorted(s, v, side="right")
+    return (left + right + 1) / 2.0
+
+
+def _pearson(a, b):
+    a = a - a.mean()
+    b = b - b.mean()
+    return jnp.sum(a * b) / jnp.sqrt(jnp.sum(a * a) * jnp.sum(b * b))
+
+
+def _spearman(a, b):
+    return _pearson(_ranks(a), _ranks(b))
+
+
+@jax.jit
+def spearman(a, b):
+    """Spearman rank correlation (ties averaged) over the last axis, batched over leading axes."""
+    return jnp.vectorize(_spearman, signature="(m),(m)->()")(jnp.asarray(a), jnp.asarray(b))
+
+
+def _as_condensed(x, name: str):
+    x = jnp.asarray(x)
+    if x.ndim >= 2 and x.shape[-1] == x.shape[-2] and x.shape[-1] > 1:
+        return upper_triangle(x)
+    if x.ndim == 2 and 1 in x.shape:
+        return x.reshape(-1)
+    if x.ndim == 1:
+        return x
+    raise ValueError(f"{name}: expected a square RDM (n, n) or its condensed upper triangle (m,), got {x.shape}")
+
+
+def compare_rdms(rdm_a, rdm_b):
+    """Spearman correlation between two RDMs, each square (..., n, n) or condensed upper triangles (m,)."""
+    a, b = _as_condensed(rdm_a, "rdm_a"), _as_condensed(rdm_b, "rdm_b")
+    if a.shape[-1] != b.shape[-1]:
+        raise ValueError(f"compare_rdms: RDMs cover different numbers of pairs ({a.shape[-1]} vs {b.shape[-1]})")
+    return spearman(a, b)
+
+
+def _rsa(x, y):
+    return _spearman(upper_triangle(_rdm(x)), upper_triangle(_rdm(y)))
+
+
+@jax.jit
+def rsa(features, responses):
+    """RSA score: Spearman between the correlation-distance RDMs of `features` (..., n, d) and `responses`
+    (..., n, t), over the upper triangles. Rows are the same n stimuli in the same order."""
+    features, responses = jnp.asarray(features), jnp.asarray(responses)
+    _check_rows(features, responses)
+    return jnp.vectorize(_rsa, signature="(n,d),(n,t)->()")(features, responses)
+
+
+def _hsic_unbiased(k, l):
+    """Unbiased HSIC U-statistic (Song et al. 2012) of two Gram matrices; diagonals are zeroed first."""
+    n = k.shape[-1]
+    eye = jnp.eye(n, dtype=bool)
+    k = jnp.where(eye, 0.0, k)
+    l = jnp.where(eye, 0.0, l)
+    k1, l1 = k.sum(axis=1), l.sum(axis=1)
+    trace = jnp.sum(k * l)
+    return (trace + k1.sum() * l1.sum() / ((n - 1) * (n - 2)) - 2.0 / (n - 2) * (k1 @ l1)) / (n * (n - 3))
+
+
+def _cka_gram(k, l):
+    return _hsic_unbiased(k, l) / jnp.sqrt(_hsic_unbiased(k, k) * _hsic_unbiased(l, l))
+
+
+@jax.jit
+def cka_gram(gram_a, gram_b):
+    """Unbiased CKA of two Gram matrices (..., n, n) over the same n stimuli (n >= 4)."""
+    gram_a, gram_b = jnp.asarray(gram_a), jnp.asarray(gram_b)
+    if gram_a.shape[-1] < 4:
+        raise ValueError(f"cka: the unbiased estimator needs at least 4 stimuli, got {gram_a.shape[-1]}")
+    return jnp.vectorize(_cka_gram, signature="(n,n),(n,n)->()")(gram_a, gram_b)
+
+
+@jax.jit
+def cka(features, responses):
+    """Linear CKA with the unbiased HSIC estimator between `features` (..., n, d) and `responses` (..., n, t)."""
+    features, responses = jnp.asarray(features), jnp.asarray(responses)
+    _check_rows(features, responses)
+    if features.shape[-2] < 4:
+        raise ValueError(f"cka: the unbiased estimator needs at least 4 stimuli, got {features.shape[-2]}")
+    linear = lambda x, y: _cka_gram(x @ x.T, y @ y.T)
+    return jnp.vectorize(linear, signature="(n,d),(n,t)->()")(features, responses)
+
+
+def _check_rows(a, b) -> None:
+    if a.ndim < 2 or b.ndim < 2:
+        raise ValueError(f"expected (stimuli, dims) arrays, got shapes {a.shape} and {b.shape}")
+    if a.shape[-2] != b.shape[-2]:
+        raise ValueError(f"features and responses cover different numbers of stimuli: {a.shape[-2]} vs {b.shape[-2]}")
+
+
+def similarity_scores(features, responses, predictions=None) -> dict[str, float]:
+    """The RSA/CKA metrics of one (layer, subject, ROI): "rsa_c", "cka_c" compare features with responses;
+    "rsa_ve", "cka_ve" (when ridge `predictions` are given) compare predictions with responses."""
+    out = {"rsa_c": float(rsa(features, responses)), "cka_c": float(cka(features, responses))}
+    if predictions is not None:
+        out["rsa_ve"] = float(rsa(predictions, responses))
+        out["cka_ve"] = float(cka(predictions, responses))
+    return out
+
+
+__all__ = ["cka", "cka_gram", "compare_rdms", "rdm", "rsa", "similarity_scores", "spearman", "upper_triangle"]

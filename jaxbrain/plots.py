@@ -1,0 +1,183 @@
+"""Figures and tables: scaling curves with bootstrap bands, layer profiles over depth, readout comparison tables.
+
+Matplotlib runs on the Agg backend (files only, no display). Every function writes its file(s) and returns
+the path(s).
+"""
+
+from __future__ import annotations
+
+import os
+import pathlib
+from typing import Mapping
+
+import matplotlib
+
+matplotlib.use("Agg")
+import matplotlib.pyplot as plt  # noqa: E402
+import numpy as np  # noqa: E402
+import pandas as pd  # noqa: E402
+
+from jaxbrain import results  # noqa: E402
+
+AXIS_LABELS = {
+    "compute": "Compute C = D x FLOPs",
+    "samples": "Pretraining samples D",
+    "params": "Parameters",
+    "fitting_samples": "Fitting samples",
+}
+
+
+def _colours(n: int):
+    cmap = plt.get_cmap("tab10" if n <= 10 else "tab20")
+    return [cmap(i % cmap.N) for i in range(n)]
+
+
+def _save(fig, path) -> pathlib.Path:
+    path = pathlib.Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_name(f".{path.name}.tmp.png")
+    fig.savefig(tmp, dpi=120, bbox_inches="tight")
+    plt.close(fig)
+    os.replace(tmp, path)
+    return path
+
+
+def scaling_curves(points: pd.DataFrame, fits: Mapping[str, object], path, *, xlabel: str = "X",
+                   title: str | None = None, level: float = 95.0) -> pathlib.Path:
+    """Scaling curves in the style of Fig. 2: points, fitted curve and bootstrap band per group, log x.
+
+    Args:
+      points: columns x (raw resource), score, group (one colour per group, e.g. benchmark).
+      fits: group -> scaling.PowerLawFit (groups without a fit are drawn as points only).
+      path: PNG to write.
+    """
+    missing = {"x", "score", "group"} - set(points.columns)
+    if missing:
+        raise ValueError(f"scaling_curves: points lack columns {sorted(missing)}")
+    if points.empty:
+        raise ValueError("scaling_curves: no points to plot")
+    if np.any(points["x"] <= 0):
+        raise ValueError("scaling_curves: x must be > 0 on a log axis")
+    groups = list(dict.fromkeys(list(points["group"]) + list(fits)))
+    fig, ax = plt.subplots(figsize=(6.0, 4.2), constrained_layout=True)
+    lo, hi = points["x"].min(), points["x"].max()
+    grid = np.logspace(np.log10(lo) - 0.1, np.log10(hi) + 0.1, 200)
+    for colour, group in zip(_colours(len(groups)), groups):
+        sub = points[points["group"] == group]
+        ax.scatter(sub["x"], sub["score"], color=colour, s=22, alpha=0.8, edgecolor="none")
+        fit = fits.get(group)
+        if fit is None:
+            if len(sub):
+                ax.plot([], [], color=colour, label=str(group))
+            continue
+        label = f"{group} (alpha={fit.alpha:.2f})"
+        ax.plot(grid, fit.score(grid), color=colour, lw=2, label=label)
+        if len(fit.bootstrap):
+            band_lo, band_hi = fit.band(grid, level)
+            ax.fill_between(grid, band_lo, band_hi, color=colour, alpha=0.2, lw=0)
+    ax.set_xscale("log")
+    ax.set_xlabel(xlabel)
+    ax.set_ylabel("Alignment score (normalised r)")
+    if title:
+        ax.set_title(title)
+    ax.grid(alpha=0.3, which="both", lw=0.5)
+    ax.legend(fontsize=8, frameon=False)
+    return _save(fig, path)
+
+
+def _cross_subject(rows: pd.DataFrame, keys: list[str]) -> pd.DataFrame:
+    """Mean over subjects per keys, using the cross-subject rows (subject "all") alone where present."""
+    rows = rows.copy()
+    rows["subject"] = rows["subject"].astype(str)
+    has_all = rows.groupby(keys)["subject"].transform(lambda s: (s == "all").any())
+    rows = rows[~has_all | (rows["subject"] == "all")]
+    return rows.groupby(keys, as_index=False)["value"].mean()
+
+
+def layer_profile(table: pd.DataFrame, path, *, metric: str = "r_nc") -> pathlib.Path:
+    """Cross-subject mean cv score against normalised layer depth, one panel per (benchmark, roi).
+
+    `table` holds results.csv rows; stage "cv" rows give the profile (one line per model) and the layer of
+    the stage "test" rows, the committed layer, is marked with a star.
+    """
+    needed = {"model", "benchmark", "subject", "roi", "layer", "depth", "stage", "metric", "value"}
+    missing = needed - set(table.columns)
+    if missing:
+        raise ValueError(f"layer_profile: results table lacks columns {sorted(missing)}")
+    cv = table[(table["stage"] == "cv") & (table["metric"] == metric)]
+    if cv.empty:
+        raise ValueError(f"layer_profile: no rows with stage 'cv' and metric {metric!r}")
+    keys = ["model", "benchmark", "roi", "layer", "depth"]
+    prof = _cross_subject(cv, keys)
+    committed = (table[table["stage"] == "test"].groupby(["model", "benchmark", "roi"])["layer"]
+                 .agg(lambda s: s.astype(str).iloc[0]))
+    panels = list(prof.groupby(["benchmark", "roi"], sort=True).groups)
+    models = sorted(prof["model"].unique())
+    colours = dict(zip(models, _colours(len(models))))
+    ncols = min(3, len(panels))
+    nrows = int(np.ceil(len(panels) / ncols))
+    fig, axes = plt.subplots(nrows, ncols, figsize=(4.2 * ncols, 3.2 * nrows), squeeze=False,
+                             constrained_layout=True)
+    for ax, (bench, roi) in zip(axes.flat, panels):
+        sub = prof[(prof["benchmark"] == bench) & (prof["roi"] == roi)]
+        for model, rows in sub.groupby("model"):
+            rows = rows.sort_values("depth")
+            ax.plot(rows["depth"], rows["value"], "-o", ms=3, color=colours[model], label=model)
+            layer = committed.get((model, bench, roi))
+            mark = rows[rows["layer"].astype(str) == layer] if layer is not None else rows.iloc[:0]
+            if len(mark):
+                ax.plot(mark["depth"], mark["value"], "*", ms=14, color=colours[model], markeredgecolor="k")
+        ax.set_title(f"{bench} / {roi}", fontsize=9)
+        ax.set_xlabel("normalised depth")
+        ax.set_ylabel(f"cv {metric}")
+        ax.set_xlim(-0.05, 1.05)
+        ax.grid(alpha=0.3, lw=0.5)
+    for ax in list(axes.flat)[len(panels):]:
+        ax.axis("off")
+    axes.flat[0].legend(fontsize=7, frameon=False)
+    fig.suptitle("Layer profiles (star: committed layer)", fontsize=10)
+    return _save(fig, path)
+
+
+def readout_table(table: pd.DataFrame, path_stem, *, rows: str = "model", stage: str = "test",
+                  metric: str = "r_nc") -> tuple[pathlib.Path, pathlib.Path]:
+    """Table 2-style comparison: one row per `rows` value (readouts or models), one column per
+    benchmark/ROI with the cross-subject mean score, and the mean over benchmarks (hierarchical: ROI ->
+    benchmark). Writes `<path_stem>.md` (best per column in bold) and `<path_stem>.csv`; returns both paths.
+    """
+    sel = table[(table["stage"] == stage) & (table["metric"] == metric)]
+    if sel.empty:
+        raise ValueError(f"readout_table: no rows with stage {stage!r} and metric {metric!r}")
+    if rows not in sel.columns:
+        raise ValueError(f"readout_table: no column {rows!r} in the results table")
+    per_roi = _cross_subject(sel, [rows, "benchmark", "roi"])
+    wide = per_roi.pivot_table(index=rows, columns=["benchmark", "roi"], values="value")
+    wide.columns = [f"{b} {r}" for b, r in wide.columns]
+    per_bench = per_roi.groupby([rows, "benchmark"])["value"].mean().groupby(rows).mean()
+    wide["mean"] = per_bench
+    wide = wide.sort_values("mean", ascending=False)
+    stem = pathlib.Path(path_stem)
+    csv_path, md_path = stem.with_suffix(".csv"), stem.with_suffix(".md")
+    results.write_csv(csv_path, wide.reset_index())
+    results.write_text(md_path, markdown_table(wide.reset_index(), bold_max=list(wide.columns)))
+    return md_path, csv_path
+
+
+def markdown_table(frame: pd.DataFrame, bold_max: list[str] | None = None, digits: int = 3) -> str:
+    """A GitHub Markdown table of `frame`; the largest value of each column in `bold_max` is bold."""
+    bold_max = bold_max or []
+    best = {c: frame[c].max() for c in bold_max if c in frame and frame[c].notna().any()}
+    lines = ["| " + " | ".join(map(str, frame.columns)) + " |", "|" + "---|" * len(frame.columns)]
+    for _, row in frame.iterrows():
+        cells = []
+        for c in frame.columns:
+            v = row[c]
+            if isinstance(v, (float, np.floating)):
+                text = "" if np.isnan(v) else f"{v:.{digits}f}"
+                if c in best and not np.isnan(v) and v == best[c]:
+                    text = f"**{text}**"
+            else:
+                text = str(v)
+            cells.append(text)
+        lines.append("| " + " | ".join(cells) + " |")
+    return "\n".join(lines) + "\n"

@@ -1,0 +1,122 @@
+"""Encoding scores: outer cross-validation per layer, layer commitment, noise-normalised test scores.
+
+The procedure (DESIGN.md section 3, Layer commitment and Scores): for every candidate layer, 5-fold outer CV on
+the train split (contiguous folds like scikit-learn's unshuffled KFold) with alpha chosen by exact leave-one-out
+inside each fold; the fold score is the noise-normalised mean Pearson r on the held-out part. Per (benchmark, ROI)
+the layer with the highest cross-subject mean CV score is committed for every subject, refitted on the whole train
+split and scored on the test split.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+from typing import Mapping, Sequence
+
+import numpy as np
+
+from jaxbrain import metrics, ridge
+
+CEILING_EPS = 1e-6  # the reference adds this under the square root
+TARGET_BUCKET = 64  # targets are zero-padded to a multiple of this so ROIs of similar size share one compile
+DEFAULT_ALPHAS = tuple(np.logspace(1, 7, 10).tolist())
+
+
+def kfold(n: int, n_splits: int = 5, shuffle: bool = False, seed: int = 0) -> list[tuple[np.ndarray, np.ndarray]]:
+    """(train, held-out) index pairs; contiguous blocks sized like scikit-learn's KFold, optionally shuffled."""
+    if n_splits < 2 or n < n_splits:
+        raise ValueError(f"cannot make {n_splits} folds of {n} stimuli")
+    order = np.random.default_rng(seed).permutation(n) if shuffle else np.arange(n)
+    sizes = np.full(n_splits, n // n_splits)
+    sizes[: n % n_splits] += 1
+    bounds = np.concatenate([[0], np.cumsum(sizes)])
+    folds = []
+    for start, stop in zip(bounds[:-1], bounds[1:]):
+        held_out = order[start:stop]
+        folds.append((np.setdiff1d(order, held_out, assume_unique=True) if shuffle
+                      else np.concatenate([order[:start], order[stop:]]), held_out))
+    return folds
+
+
+def normalise(r: np.ndarray, ceiling_percent: np.ndarray) -> np.ndarray:
+    """r_NC = r / sqrt(NC / 100) with the reference's 1e-6 under the root; no clipping."""
+    return np.asarray(r) / np.sqrt(np.asarray(ceiling_percent) / 100.0 + CEILING_EPS)
+
+
+def kept_targets(ceiling_percent: np.ndarray, modality: str, min_ceiling: float = 10.0) -> np.ndarray:
+    """Targets scored: EEG/MEG need sqrt(NC/100) > 0.1; other modalities NC >= `min_ceiling` percent."""
+    nc = np.asarray(ceiling_percent, dtype=np.float64)
+    finite = np.isfinite(nc)
+    if modality in ("eeg", "meg"):
+        return finite & (np.sqrt(np.clip(nc, 0, None) / 100.0) > 0.1)
+    return finite & (nc >= min_ceiling)
+
+
+@dataclasses.dataclass(frozen=True)
+class LayerScore:
+    """Scores of one layer for one (subject, ROI): outer-CV folds and the refit on the whole train split."""
+
+    cv_r_nc: np.ndarray      # (n_folds,) mean normalised r per held-out fold
+    cv_r: np.ndarray         # (n_folds,) mean raw r per held-out fold
+    cv_alpha: np.ndarray     # (n_folds,) alpha chosen in each fold (median over targets when per target)
+    test_r: np.ndarray       # (n_targets,) raw r per target on the test split
+    test_r_nc: np.ndarray    # (n_targets,)
+    test_alpha: float
+
+    @property
+    def cv_score(self) -> float:
+        return float(np.mean(self.cv_r_nc))
+
+
+def _alpha_summary(alpha, n_targets: int) -> float:
+    alpha = np.asarray(alpha)
+    return float(np.median(alpha[:n_targets] if alpha.ndim else alpha))
+
+
+def _pad_targets(y: np.ndarray) -> np.ndarray:
+    """Zero columns up to a multiple of TARGET_BUCKET.
+
+    Exact for alpha selection: a zero target has zero leave-one-out residual at every alpha, so it changes
+    neither the shared criterion's argmin nor any other target's alpha.
+    """
+    extra = -y.shape[1] % TARGET_BUCKET
+    return np.pad(y, ((0, 0), (0, extra))) if extra else y
+
+
+def score_layer(data: np.ndarray, y_train: np.ndarray, y_test: np.ndarray, ceiling: np.ndarray, *,
+                gram: bool, folds: Sequence[tuple[np.ndarray, np.ndarray]], alphas: Sequence[float],
+                alpha_per_target: bool = False) -> LayerScore:
+    """Outer CV on the train block and the final train -> test fit, in one ridge call.
+
+    `data` holds the train stimuli first, then the test stimuli: features (n_train + n_test, D) or their Gram
+    matrix (n_train + n_test, n_train + n_test). `folds` index the train block.
+    """
+    n_train, n_test = len(y_train), len(y_test)
+    if data.shape[0] != n_train + n_test:
+        raise ValueError(f"features cover {data.shape[0]} stimuli, responses {n_train} train + {n_test} test")
+    n_targets = y_train.shape[1]
+    y_all = _pad_targets(np.concatenate([y_train, y_test], axis=0))
+    final = (np.arange(n_train), np.arange(n_train, n_train + n_test))
+    fits = ridge.fit_predict_splits(data, y_all, [*folds, final], np.asarray(alphas), gram=gram,
+                                    alpha_per_target=alpha_per_target)
+    cv_r_nc, cv_r, cv_alpha = [], [], []
+    for (_, held_out), fit in zip(folds, fits[:-1]):
+        r = np.asarray(metrics.pearson_r(y_train[held_out], np.asarray(fit.predictions)[:, :n_targets]))
+        cv_r.append(np.nanmean(r))
+        cv_r_nc.append(np.nanmean(normalise(r, ceiling)))
+        cv_alpha.append(_alpha_summary(fit.alpha, n_targets))
+    test_pred = np.asarray(fits[-1].predictions)[:, :n_targets]
+    test_r = np.asarray(metrics.pearson_r(y_test, test_pred), dtype=np.float64)
+    return LayerScore(np.array(cv_r_nc), np.array(cv_r), np.array(cv_alpha), test_r, normalise(test_r, ceiling),
+                      _alpha_summary(fits[-1].alpha, n_targets))
+
+
+def commit_layer(cv_scores: Mapping[str, Mapping[str, float]], layer_order: Sequence[str]) -> str:
+    """The layer with the highest mean CV score over subjects; `cv_scores[layer][subject]`.
+
+    Ties go to the earlier layer in `layer_order`.
+    """
+    means = [np.mean(list(cv_scores[layer].values())) for layer in layer_order]
+    if not np.all(np.isfinite(means)):
+        bad = [layer for layer, m in zip(layer_order, means) if not np.isfinite(m)]
+        raise ValueError(f"non-finite CV scores for layers {bad}")
+    return layer_order[int(np.argmax(means))]
