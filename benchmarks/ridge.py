@@ -274,7 +274,10 @@ def spawn(method, case, quick, input_path, workdir):
     cmd = [sys.executable, __file__, "--worker", method, "--case", str(case), "--input", input_path, "--output", out]
     if quick:
         cmd.append("--quick")
-    subprocess.run(cmd, check=True)
+    env = dict(os.environ)
+    if method == "jaxbrain_hostblas":  # large float32 products through numpy's BLAS (see jaxbrain.ridge._dot)
+        env["JAXBRAIN_HOST_BLAS"] = "1"
+    subprocess.run(cmd, check=True, env=env)
     stats = json.loads(pathlib.Path(out + ".json").read_text())
     return stats, dict(np.load(out))
 
@@ -299,7 +302,7 @@ def run_case1(quick, skip, workdir):
     rate = max(floor_stats["rates"].values())
     eigh_time = min(floor_stats["eigh"].values())
     floor = case1_flops(shape) / rate + eigh_time
-    methods = [m for m in ("jaxbrain", "sklearn", "himalaya", "jaxbrain64") if m not in skip]
+    methods = [m for m in ("jaxbrain", "jaxbrain_hostblas", "sklearn", "himalaya", "jaxbrain64") if m not in skip]
     results = {m: spawn(m, 1, quick, path, workdir) for m in methods}
     print(f"\nCase 1: {shape}, per-target alpha, float32 inputs")
     print(f"float32 matmul rate: numpy {floor_stats['rates']['numpy'] / 1e9:.0f} GFLOP/s, "
@@ -363,7 +366,8 @@ def main(argv=None):
                         help="case(s) to run (default: both)")
     parser.add_argument("--quick", action="store_true", help="small shapes (seconds)")
     parser.add_argument("--skip", action="append", default=[],
-                        choices=["jaxbrain", "sklearn", "himalaya", "jaxbrain64"], help="methods to leave out")
+                        choices=["jaxbrain", "jaxbrain_hostblas", "sklearn", "himalaya", "jaxbrain64"],
+                        help="methods to leave out")
     parser.add_argument("--worker", help=argparse.SUPPRESS)
     parser.add_argument("--input", help=argparse.SUPPRESS)
     parser.add_argument("--output", help=argparse.SUPPRESS)

@@ -20,6 +20,7 @@ def base_config() -> ml_collections.ConfigDict:
     config.progress = True
     config.batch_size = 64
     config.min_ceiling = 10.0           # percent; EEG/MEG use sqrt(NC/100) > 0.1 instead
+    config.similarity = True            # RSA/CKA ("c" and "ve") at the committed layers, on the test split
     config.benchmarks = ()
     config.models = ml_collections.ConfigDict()
     config.features = ml_collections.ConfigDict(dict(keep="gram", projection_dim=30000, seed=0))

@@ -222,7 +222,15 @@ def _reduce(a: jax.Array, plan: LayerPlan, projection, dtype) -> jax.Array:
 # ---------------------------------------------------------------------------------------------------------
 # Jitted steps (cached so that repeated calls with the same model and shapes compile once)
 # ---------------------------------------------------------------------------------------------------------
-_STEP_CACHE: dict = {}
+_STEP_CACHE: collections.OrderedDict = collections.OrderedDict()
+_STEP_CACHE_SIZE = 16  # compiled steps kept (a sweep over many models would otherwise keep them all)
+
+
+def _cache_put(key, fn):
+    _STEP_CACHE[key] = fn
+    while len(_STEP_CACHE) > _STEP_CACHE_SIZE:
+        _STEP_CACHE.popitem(last=False)
+    return fn
 
 
 def _forward_step(graphdef, plans: tuple[LayerPlan, ...], scales: tuple, mesh, dtype: str,
@@ -247,7 +255,8 @@ def _forward_step(graphdef, plans: tuple[LayerPlan, ...], scales: tuple, mesh, d
 
         mapped = jax.shard_map(local, mesh=mesh, in_specs=(P(), P(sharding.DATA_AXIS), P()),
                                out_specs=P(sharding.DATA_AXIS), check_vma=False)
-        _STEP_CACHE[key] = jax.jit(mapped)
+        return _cache_put(key, jax.jit(mapped))
+    _STEP_CACHE.move_to_end(key)
     return _STEP_CACHE[key]
 
 
@@ -267,7 +276,8 @@ def _gram_step(mesh, with_products: bool):
         out_specs = (P(axis), P(None, axis)) if with_products else P(axis)
         mapped = jax.shard_map(local, mesh=mesh, in_specs=(P(axis), P(axis), P()), out_specs=out_specs,
                                check_vma=False)
-        _STEP_CACHE[key] = jax.jit(mapped, donate_argnums=0)
+        return _cache_put(key, jax.jit(mapped, donate_argnums=0))
+    _STEP_CACHE.move_to_end(key)
     return _STEP_CACHE[key]
 
 
@@ -570,7 +580,8 @@ def extract(model: nnx.Module, spec: Any, stimuli: Any, ids: Sequence[str], laye
         stem = _file_stem(plan.layer, plan.kind)
         rows = outputs[plan.layer]
         if plan.kind == "gram":
-            full = _symmetrise_lower(np.array(rows.read(0, n)))
+            partial = rows.read(0, n)
+            full = _symmetrise_lower(partial if partial.flags.writeable else partial.copy())
             rows.close()
             if out_path is None:
                 results[plan.layer] = full
@@ -659,4 +670,4 @@ def _progress_bar(enabled: bool, n: int, start: int, name: str):
     if not enabled or jax.process_index() != 0:
         return None
     from tqdm.auto import tqdm
-    return tqdm(total=n, initial=start, unit="img", unit_scale=True, desc=f"features {name}", smoothing=0.1)
+    return tqdm(total=n, initial=start, unit="img", desc=f"features {name}", smoothing=0.1)

@@ -29,6 +29,7 @@ from __future__ import annotations
 import dataclasses
 import functools
 import math
+import os
 from typing import NamedTuple, Sequence
 
 import jax
@@ -82,7 +83,9 @@ def centre_cross_gram(K_cross: jax.Array, train_col_mean: jax.Array, train_grand
     return K_cross - K_cross.mean(axis=1, keepdims=True) - train_col_mean[None, :] + train_grand_mean
 
 
-_HOST_BLAS_MIN_FLOPS = 2e8
+# Opt-in (JAXBRAIN_HOST_BLAS=1): on a dedicated CPU numpy's BLAS multiplies faster than XLA's own matmul, but
+# on an oversubscribed machine its spinning threads made fits erratic and up to several times slower.
+_HOST_BLAS_MIN_FLOPS = 2e8 if os.environ.get("JAXBRAIN_HOST_BLAS") == "1" else math.inf
 
 
 def _xla_matmul(a, b, trans_a=False, trans_b=False):
@@ -104,9 +107,10 @@ def _host_blas_matmul(a, b, trans_a=False, trans_b=False):
 def _dot(a: jax.Array, b: jax.Array, trans_a: bool = False, trans_b: bool = False) -> jax.Array:
     """Matrix product op(a) @ op(b) of 2-D arrays (batched under vmap), op = transpose where asked.
 
-    On CPU, XLA's own matmul reaches about two thirds of the BLAS that numpy links (OpenBLAS/MKL), and these
-    products are nearly all of the work, so large float32 ones are handed to numpy's BLAS through a pure
-    callback (transposes are passed as flags, not copies); other backends use XLA's matmul at full precision.
+    On a quiet CPU, XLA's own matmul reached about two thirds of the rate of the BLAS that numpy links, and these
+    products are nearly all of the work; with JAXBRAIN_HOST_BLAS=1 large float32 ones are handed to numpy's
+    BLAS through a pure callback (transposes passed as flags, not copies). Otherwise, and on other backends,
+    XLA's matmul at full precision.
     """
     m = a.shape[1] if trans_a else a.shape[0]
     k = a.shape[0] if trans_a else a.shape[1]

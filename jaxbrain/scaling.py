@@ -408,9 +408,8 @@ class PowerLawFit:
 
 def _natural(theta: np.ndarray, shifted: bool) -> np.ndarray:
     """(e, a, alpha, lambda) -> (E, A, alpha, lambda or NaN)."""
-    out = np.stack([np.exp(theta[..., 0]), np.exp(theta[..., 1]), theta[..., 2],
-                    theta[..., 3] if shifted else np.full(theta.shape[:-1], np.nan)], axis=-1)
-    return out
+    return np.stack([np.exp(theta[..., 0]), np.exp(theta[..., 1]), theta[..., 2],
+                     theta[..., 3] if shifted else np.full(theta.shape[:-1], np.nan)], axis=-1)
 
 
 def fit_power_law(X, score, *, shift: bool = True, x_scale: float = 1.0, delta: float = DELTA,
@@ -423,7 +422,9 @@ def fit_power_law(X, score, *, shift: bool = True, x_scale: float = 1.0, delta: 
     of their grids (5 x 6 x 5 x 5 = 750 and 5 x 6 x 5 = 150 starts by default) on the rows and on
     `n_bootstrap` resamples of the rows (seed `seed`), all in one compiled call; the reduced form is reported
     when its loss on the rows is no higher than the shifted form's, and the bootstrap fits of the reported
-    form give the bands. With `shift=False` only the reduced law is fitted.
+    form give the bands. With `shift=False` only the reduced law is fitted. The optimiser (see
+    `minimize_from_starts`) runs BFGS from every start in float32 and polishes the best `top` starts of each form
+    per resample in float64.
     """
     X = np.asarray(X, np.float64)
     y = 1.0 - np.asarray(score, np.float64)

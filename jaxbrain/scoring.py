@@ -72,7 +72,7 @@ def _alpha_summary(alpha, n_targets: int) -> float:
     return float(np.median(alpha[:n_targets] if alpha.ndim else alpha))
 
 
-def _pad_targets(y: np.ndarray) -> np.ndarray:
+def pad_targets(y: np.ndarray) -> np.ndarray:
     """Zero columns up to a multiple of TARGET_BUCKET.
 
     Exact for alpha selection: a zero target has zero leave-one-out residual at every alpha, so it changes
@@ -94,7 +94,7 @@ def score_layer(data: np.ndarray, y_train: np.ndarray, y_test: np.ndarray, ceili
     if data.shape[0] != n_train + n_test:
         raise ValueError(f"features cover {data.shape[0]} stimuli, responses {n_train} train + {n_test} test")
     n_targets = y_train.shape[1]
-    y_all = _pad_targets(np.concatenate([y_train, y_test], axis=0))
+    y_all = pad_targets(np.concatenate([y_train, y_test], axis=0))
     final = (np.arange(n_train), np.arange(n_train, n_train + n_test))
     fits = ridge.fit_predict_splits(data, y_all, [*folds, final], np.asarray(alphas), gram=gram,
                                     alpha_per_target=alpha_per_target)

@@ -1,6 +1,5 @@
 """The torch-free checkpoint reader, on files assembled opcode by opcode as torch.save lays them out."""
 
-import io
 import pickle
 import struct
 import zipfile
@@ -122,4 +121,12 @@ def test_tensor_past_end_of_storage(tmp_path):
     path = tmp_path / "overrun.pth"
     path.write_bytes(_legacy_file(entries, {"0": STORAGE}))
     with pytest.raises(torch_pickle.CheckpointError, match="past the end"):
+        torch_pickle.load(path)
+
+
+def test_scalar_offset_past_end_of_storage(tmp_path):
+    entries = {"step": _tensor("0", 1, 5, (), (), "LongStorage")}
+    path = tmp_path / "scalar.pth"
+    path.write_bytes(_legacy_file(entries, {"0": np.array([7], dtype=np.int64)}))
+    with pytest.raises(torch_pickle.CheckpointError, match="scalar.pth.*past the end"):
         torch_pickle.load(path)

@@ -61,8 +61,13 @@ def test_results_rows_are_complete(quickstart_run):
     key = ["model", "benchmark", "subject", "roi", "layer", "stage", "metric"]
     assert not table.duplicated(key).any()
     test = table[(table.stage == "test") & (table.subject != "all")]
-    assert set(test.metric) == {"r", "r_nc", "nc"}
+    assert set(test.metric) == {"r", "r_nc", "nc", "cka_c", "cka_ve", "rsa_ve"}
     assert np.isfinite(test.value).all()
+    similarity = test[test.metric.isin(["cka_c", "cka_ve", "rsa_ve"])]
+    assert similarity.value.between(-1, 1).all()
+    # predictions of the generating layer carry the planted signal: their representational geometry must
+    # match the responses far better than chance
+    assert similarity[similarity.metric == "cka_ve"].value.min() > 0.3
 
 
 def test_interrupted_run_resumes_to_the_same_table(quickstart_run, tmp_path, monkeypatch):

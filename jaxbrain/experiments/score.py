@@ -17,7 +17,7 @@ import numpy as np
 import pandas as pd
 from flax import nnx
 
-from jaxbrain import features, results, scoring
+from jaxbrain import features, metrics, results, ridge, scoring
 from jaxbrain.data import neural, synthetic
 from jaxbrain.models import registry
 
@@ -188,7 +188,42 @@ def score_benchmark(label: str, spec: registry.ModelSpec, model: nnx.Module, lay
 
     test_key = (label, dataset.name, "test")
     if not store.has(test_key):
-        store.put(test_key, _test_rows(store, common, layers, dataset, depth, targets))
+        rows = _test_rows(store, common, layers, dataset, depth, targets)
+        if config.similarity:
+            committed = {r["roi"]: r["layer"] for r in rows if r["stage"] == "test"}
+            committed_feats = features.extract(
+                model, spec, dataset.stimuli, order, sorted(set(committed.values())), keep=keep,
+                batch_size=config.batch_size, out_dir=workdir / "features" / label / dataset.name,
+                projection_dim=config.features.projection_dim, seed=config.features.seed, progress=config.progress)
+            rows += _similarity_rows(common, committed, committed_feats, blocks, targets, depth, gram, alphas)
+        store.put(test_key, rows)
+
+
+def _similarity_rows(common, committed, feats, blocks, targets, depth, gram, alphas) -> list[dict]:
+    """RSA and CKA on the test split at each ROI's committed layer (DESIGN.md section 3, RSA / CKA).
+
+    "c" variants compare the layer with the responses, "ve" variants the ridge predictions with the responses.
+    RSA needs the features themselves (correlation distance), so with an exact Gram only CKA is computed for "c".
+    """
+    rows = []
+    for subject, (positions, n_train) in blocks.items():
+        for roi, layer in committed.items():
+            y_train, y_test, _ = targets[(subject, roi)]
+            data = _layer_data(feats[layer], positions, gram)
+            final = [(np.arange(n_train), np.arange(n_train, len(positions)))]
+            y_all = scoring.pad_targets(np.concatenate([y_train, y_test]))
+            fit = ridge.fit_predict_splits(data, y_all, final, alphas, gram=gram)[0]
+            predictions = np.asarray(fit.predictions)[:, : y_test.shape[1]]
+            values = {"rsa_ve": metrics.rsa(predictions, y_test), "cka_ve": metrics.cka(predictions, y_test)}
+            if gram:
+                values["cka_c"] = metrics.cka_gram(data[n_train:, n_train:], y_test @ y_test.T)
+            else:
+                values["rsa_c"] = metrics.rsa(data[n_train:], y_test)
+                values["cka_c"] = metrics.cka(data[n_train:], y_test)
+            for metric, value in values.items():
+                rows.append(_row(**common, subject=subject, roi=roi, layer=layer, depth=depth[layer], stage="test",
+                                 metric=metric, value=float(value), n_targets=y_test.shape[1]))
+    return rows
 
 
 def _test_rows(store, common, layers, dataset, depth, targets) -> list[dict]:

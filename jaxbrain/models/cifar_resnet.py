@@ -121,6 +121,13 @@ def load_pretrained(model: CifarResNet, path: str | os.PathLike) -> None:
     convert.load_checkpoint(model, path, strip="module.")
 
 
+def pretrained(name: str = "cifar_resnet20", path: str | os.PathLike | None = None) -> CifarResNet:
+    """``name`` with the published weights loaded (from ``path``, default :func:`default_checkpoint`)."""
+    model = build(name, nnx.Rngs(0))
+    load_pretrained(model, default_checkpoint(name) if path is None else path)
+    return model
+
+
 def build(name: str, rngs: nnx.Rngs, num_classes: int | None = None) -> CifarResNet:
     """Randomly initialised ``name`` (e.g. ``cifar_resnet20``); 10 classes unless told otherwise."""
     return CifarResNet(DEPTHS[name], 10 if num_classes is None else num_classes, rngs=rngs)

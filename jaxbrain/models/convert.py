@@ -176,7 +176,7 @@ def _read_torch_pickle(path: str):
     try:
         obj = torch.load(path, map_location="cpu", weights_only=True)
     except Exception as e:  # torch raises many types for a bad file
-        raise WeightLoadError(f"{path}: torch could not read the checkpoint ({type(e).__name__}: {e})") from e
+        raise WeightLoadError(f"{path}: corrupt or truncated checkpoint; torch could not read it ({e})") from e
     return _tensors_to_numpy(obj, torch)
 
 

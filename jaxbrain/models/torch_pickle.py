@@ -76,8 +76,10 @@ class _LazyTensor:
         data = self.storage.data
         if data is None:
             raise CheckpointError("a tensor refers to a storage whose bytes were never read")
-        if self.size:
-            last = self.offset + sum((n - 1) * s for n, s in zip(self.size, self.stride)) if all(self.size) else -1
+        if len(self.stride) != len(self.size) or min(self.stride, default=0) < 0 or self.offset < 0:
+            raise CheckpointError(f"a tensor has malformed size {self.size} / stride {self.stride}")
+        if all(self.size):  # an empty tensor reads nothing
+            last = self.offset + sum((n - 1) * s for n, s in zip(self.size, self.stride))
             if last >= data.size:
                 raise CheckpointError(f"a tensor of shape {self.size} reaches past the end of its storage")
         item = data.itemsize
@@ -177,6 +179,8 @@ def _load_legacy(f: io.BufferedIOBase, source: str) -> Any:
         if len(header) != 8:
             raise CheckpointError(f"{source}: truncated file (storage {key} header missing)")
         (numel,) = struct.unpack("<q", header)
+        if numel != storage.numel:
+            raise CheckpointError(f"{source}: storage {key} holds {numel} elements, the pickle declared {storage.numel}")
         nbytes = numel * storage.dtype.itemsize
         raw = f.read(nbytes)
         if len(raw) != nbytes:
