@@ -274,30 +274,41 @@ def _dual_problem(K, train_idx, test_idx, alphas, fit_intercept):
     return basis, _loo_diagonals(basis, alphas, True, fit_intercept), K_cross
 
 
-def _primal_problem(X, train_idx, test_idx, alphas, fit_intercept):
-    """Index one split out of the features, centre with the train mean, decompose:
-    (basis, LOO denominators, test design X_test V)."""
+def _primal_split(X, train_idx, test_idx, fit_intercept):
+    """Index one split out of the features and centre both parts with the train mean."""
     X_train = X[train_idx]
     X_test = X[test_idx]
     if fit_intercept:
         mean = X_train.mean(axis=0)
         X_train = X_train - mean
         X_test = X_test - mean
+    return X_train, X_test
+
+
+def _primal_problem(X_train, X_test, alphas, fit_intercept):
+    """Decompose one centred split: (basis, LOO denominators, test design X_test V).
+
+    Centring runs in a separate compiled call: fused into the product that follows, XLA:CPU fell back to a
+    matmul several times slower than its library one.
+    """
     basis, V = _primal_basis(X_train, fit_intercept)
     return basis, _loo_diagonals(basis, alphas, False, fit_intercept), _dot(X_test, V)
 
 
-def _setup_features(X, alphas, fit_intercept):
-    """One problem from features (RidgeCV.fit): centring, basis (batch of 1), denominators, rotation, means."""
+def _centre_columns(X, fit_intercept):
     x_mean = X.mean(axis=0) if fit_intercept else jnp.zeros(X.shape[1], X.dtype)
-    Xc = X - x_mean
-    dual = X.shape[0] <= X.shape[1]
+    return X - x_mean, x_mean
+
+
+def _setup_features(Xc, alphas, fit_intercept):
+    """One problem from centred features (RidgeCV.fit): basis (batch of 1), denominators, rotation V."""
+    dual = Xc.shape[0] <= Xc.shape[1]
     if dual:
         basis, V = _dual_basis(_dot(Xc, Xc, trans_b=True), fit_intercept), None
     else:
         basis, V = _primal_basis(Xc, fit_intercept)
     diag = _loo_diagonals(basis, alphas, dual, fit_intercept)
-    return jax.tree.map(lambda a: a[None], (basis, diag)), Xc, V, x_mean
+    return jax.tree.map(lambda a: a[None], (basis, diag)), V
 
 
 def _setup_gram(K, alphas, fit_intercept):
@@ -323,7 +334,8 @@ def _batch_over(fn, in_axes, static):
 _DF = ("dual", "fit_intercept")
 # The full kernel / feature matrix and the alpha grid are shared; split indices, bases and responses are batched.
 _b_dual_problem = _batch_over(_dual_problem, (None, 0, 0, None), ("fit_intercept",))
-_b_primal_problem = _batch_over(_primal_problem, (None, 0, 0, None), ("fit_intercept",))
+_b_primal_split = _batch_over(_primal_split, (None, 0, 0), ("fit_intercept",))
+_b_primal_problem = _batch_over(_primal_problem, (0, 0, None), ("fit_intercept",))
 _b_per_target_search = _batch_over(_per_target_search, (0, 0, None, 0, 0), _DF)
 _b_sse_direct = _batch_over(_sse_direct, (0, 0, None, 0), _DF)
 _b_moments = _batch_over(_moments, (0, 0), _DF)
@@ -331,7 +343,8 @@ _b_sse_from_moments = _batch_over(_sse_from_moments, (0, 0, None, 0), ("dual",))
 _b_coefficients = _batch_over(_coefficients, (0, 0, 0, 0), _DF)
 _setup_features_jit = jax.jit(_setup_features, static_argnames=("fit_intercept",))
 _setup_gram_jit = jax.jit(_setup_gram, static_argnames=("fit_intercept",))
-_centred_gram = jax.jit(lambda X: (lambda Xc: _dot(Xc, Xc, trans_b=True))(X - X.mean(axis=0)))
+_centre_columns_jit = jax.jit(_centre_columns, static_argnames=("fit_intercept",))
+_gram_jit = jax.jit(lambda Xc: _dot(Xc, Xc, trans_b=True))
 _transpose_product = jax.jit(lambda A, C: _dot(A, C, trans_a=True))
 _plain_product = jax.jit(_dot)
 _centre_cross_jit = jax.jit(centre_cross_gram)
@@ -502,8 +515,8 @@ class RidgeCV:
         n, d = X.shape
         T = Y.shape[1]
         alphas_j = jnp.asarray(alphas.astype(dtype))
-        (basis, diag), Xc, V, x_mean = _setup_features_jit(jnp.asarray(X.astype(dtype, copy=False)), alphas_j,
-                                                            fit_intercept=self.fit_intercept)
+        Xc, x_mean = _centre_columns_jit(jnp.asarray(X.astype(dtype, copy=False)), fit_intercept=self.fit_intercept)
+        (basis, diag), V = _setup_features_jit(Xc, alphas_j, fit_intercept=self.fit_intercept)
         dual = V is None
         coef = np.zeros((d, T), dtype)
         y_means = np.zeros(T, dtype)
@@ -590,9 +603,20 @@ class SplitFit(NamedTuple):
     loo_mse: float | np.ndarray
 
 
+def _check_target_groups(target_groups, n_targets: int) -> list[np.ndarray]:
+    """Column index arrays that partition the targets (one group of all targets when None)."""
+    if target_groups is None:
+        return [np.arange(n_targets)]
+    groups = [np.asarray(g, dtype=np.int64).ravel() for g in target_groups]
+    covered = np.sort(np.concatenate(groups)) if groups else np.zeros(0, np.int64)
+    if not np.array_equal(covered, np.arange(n_targets)):
+        raise ValueError(f"target_groups must partition the {n_targets} targets (each column exactly once)")
+    return groups
+
+
 def fit_predict_splits(data, Y, splits: Sequence[tuple[np.ndarray, np.ndarray]], alphas=DEFAULT_ALPHAS, *,
                        gram: bool, alpha_per_target: bool = False, fit_intercept: bool = True,
-                       target_chunk: int | None = None) -> list[SplitFit]:
+                       target_chunk: int | None = None, target_groups=None) -> list[SplitFit]:
     """Fit ridge on the train part of every split and predict its test part, from one kernel or feature matrix.
 
     Args:
@@ -606,6 +630,9 @@ def fit_predict_splits(data, Y, splits: Sequence[tuple[np.ndarray, np.ndarray]],
       alpha_per_target: one alpha per target instead of one shared alpha.
       fit_intercept: centre on each split's train part (kernel blocks are centred accordingly).
       target_chunk: targets processed at a time (default bounded by memory).
+      target_groups: column index arrays partitioning the targets, e.g. the targets of each ROI; the alpha is
+        shared within each group (or per target with ``alpha_per_target``) while one eigendecomposition per split
+        serves all groups. ``SplitFit.alpha`` and ``loo_mse`` are then (T,) arrays, one value per target.
 
     Splits with equal (n_train, n_test) are solved together (vmapped). With features and every train part no
     larger than D, the N x N kernel is computed once and indexed, as with ``gram=True``.
@@ -643,9 +670,9 @@ def fit_predict_splits(data, Y, splits: Sequence[tuple[np.ndarray, np.ndarray]],
     if use_dual and not gram:
         # One kernel serves all splits; centring X by any constant leaves every split's centred kernel unchanged
         # and keeps float32 cancellation small.
-        source = _centred_gram(source)
-    problem = _b_dual_problem if use_dual else _b_primal_problem
+        source = _gram_jit(_centre_columns_jit(source, fit_intercept=True)[0])
 
+    groups_of_targets = _check_target_groups(target_groups, T)
     groups: dict[tuple[int, int], list[int]] = {}
     for k, (tr, te) in enumerate(norm_splits):
         groups.setdefault((tr.size, te.size), []).append(k)
@@ -654,20 +681,31 @@ def fit_predict_splits(data, Y, splits: Sequence[tuple[np.ndarray, np.ndarray]],
     for members in groups.values():
         tr_stack = np.stack([norm_splits[k][0] for k in members])
         te_stack = np.stack([norm_splits[k][1] for k in members])
-        basis, diag, design = problem(source, tr_stack, te_stack, alphas_j, fit_intercept=fit_intercept)
+        if use_dual:
+            basis, diag, design = _b_dual_problem(source, tr_stack, te_stack, alphas_j, fit_intercept=fit_intercept)
+        else:
+            X_train, X_test = _b_primal_split(source, tr_stack, te_stack, fit_intercept=fit_intercept)
+            basis, diag, design = _b_primal_problem(X_train, X_test, alphas_j, fit_intercept=fit_intercept)
         preds = np.zeros((len(members), te_stack.shape[1], T), dtype)
+        alpha_idx = np.zeros((len(members), T), np.int64)
+        loo_mse = np.zeros((len(members), T))
+        for group in groups_of_targets:
+            # one eigendecomposition per split serves every target group; each group gets its own alpha search
 
-        def get_chunk(cols, tr_stack=tr_stack):
-            return Y[:, cols][tr_stack].astype(dtype, copy=False)
+            def get_chunk(cols, tr_stack=tr_stack, group=group):
+                return Y[:, group[cols]][tr_stack].astype(dtype, copy=False)
 
-        def on_result(cols, pred, y_mean, preds=preds):
-            preds[:, :, cols] = pred
+            def on_result(cols, pred, y_mean, preds=preds, group=group):
+                preds[:, :, group[cols]] = pred
 
-        sol = _search(basis, diag, use_dual, fit_intercept, alphas_j, get_chunk, T, alpha_per_target, target_chunk,
-                      on_result, design=design)
+            sol = _search(basis, diag, use_dual, fit_intercept, alphas_j, get_chunk, group.size, alpha_per_target,
+                          target_chunk, on_result, design=design)
+            per_target = alpha_per_target
+            alpha_idx[:, group] = sol.alpha_idx if per_target else sol.alpha_idx[:, None]
+            loo_mse[:, group] = sol.loo_mse if per_target else sol.loo_mse[:, None]
         for j, k in enumerate(members):
-            if alpha_per_target:
-                results[k] = SplitFit(preds[j], alphas_np[sol.alpha_idx[j]], sol.loo_mse[j])
+            if alpha_per_target or target_groups is not None:
+                results[k] = SplitFit(preds[j], alphas_np[alpha_idx[j]], loo_mse[j])
             else:
-                results[k] = SplitFit(preds[j], float(alphas_np[sol.alpha_idx[j]]), float(sol.loo_mse[j]))
+                results[k] = SplitFit(preds[j], float(alphas_np[alpha_idx[j, 0]]), float(loo_mse[j, 0]))
     return results

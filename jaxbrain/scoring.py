@@ -67,11 +67,6 @@ class LayerScore:
         return float(np.mean(self.cv_r_nc))
 
 
-def _alpha_summary(alpha, n_targets: int) -> float:
-    alpha = np.asarray(alpha)
-    return float(np.median(alpha[:n_targets] if alpha.ndim else alpha))
-
-
 def pad_targets(y: np.ndarray) -> np.ndarray:
     """Zero columns up to a multiple of TARGET_BUCKET.
 
@@ -82,32 +77,44 @@ def pad_targets(y: np.ndarray) -> np.ndarray:
     return np.pad(y, ((0, 0), (0, extra))) if extra else y
 
 
-def score_layer(data: np.ndarray, y_train: np.ndarray, y_test: np.ndarray, ceiling: np.ndarray, *,
-                gram: bool, folds: Sequence[tuple[np.ndarray, np.ndarray]], alphas: Sequence[float],
-                alpha_per_target: bool = False) -> LayerScore:
-    """Outer CV on the train block and the final train -> test fit, in one ridge call.
+def score_layer(data: np.ndarray, rois: Mapping[str, tuple[np.ndarray, np.ndarray, np.ndarray]], *, gram: bool,
+                folds: Sequence[tuple[np.ndarray, np.ndarray]], alphas: Sequence[float],
+                alpha_per_target: bool = False) -> dict[str, LayerScore]:
+    """Outer CV on the train block and the final train -> test fit for every ROI, in one ridge call.
 
     `data` holds the train stimuli first, then the test stimuli: features (n_train + n_test, D) or their Gram
-    matrix (n_train + n_test, n_train + n_test). `folds` index the train block.
+    matrix (n_train + n_test, n_train + n_test). `rois[roi] = (y_train, y_test, ceiling)`; each ROI gets its own
+    alpha while one eigendecomposition per split serves them all. `folds` index the train block.
     """
-    n_train, n_test = len(y_train), len(y_test)
+    n_train, n_test = next(iter(rois.values()))[0].shape[0], next(iter(rois.values()))[1].shape[0]
     if data.shape[0] != n_train + n_test:
         raise ValueError(f"features cover {data.shape[0]} stimuli, responses {n_train} train + {n_test} test")
-    n_targets = y_train.shape[1]
-    y_all = pad_targets(np.concatenate([y_train, y_test], axis=0))
+    blocks, groups, offset = [], {}, 0
+    for roi, (y_train, y_test, _) in rois.items():
+        if y_train.shape[0] != n_train or y_test.shape[0] != n_test:
+            raise ValueError(f"ROI {roi}: responses cover {y_train.shape[0]} train + {y_test.shape[0]} test "
+                             f"stimuli, expected {n_train} + {n_test}")
+        block = pad_targets(np.concatenate([y_train, y_test], axis=0))
+        groups[roi] = np.arange(offset, offset + block.shape[1])
+        blocks.append(block)
+        offset += block.shape[1]
     final = (np.arange(n_train), np.arange(n_train, n_train + n_test))
-    fits = ridge.fit_predict_splits(data, y_all, [*folds, final], np.asarray(alphas), gram=gram,
-                                    alpha_per_target=alpha_per_target)
-    cv_r_nc, cv_r, cv_alpha = [], [], []
-    for (_, held_out), fit in zip(folds, fits[:-1]):
-        r = np.asarray(metrics.pearson_r(y_train[held_out], np.asarray(fit.predictions)[:, :n_targets]))
-        cv_r.append(np.nanmean(r))
-        cv_r_nc.append(np.nanmean(normalise(r, ceiling)))
-        cv_alpha.append(_alpha_summary(fit.alpha, n_targets))
-    test_pred = np.asarray(fits[-1].predictions)[:, :n_targets]
-    test_r = np.asarray(metrics.pearson_r(y_test, test_pred), dtype=np.float64)
-    return LayerScore(np.array(cv_r_nc), np.array(cv_r), np.array(cv_alpha), test_r, normalise(test_r, ceiling),
-                      _alpha_summary(fits[-1].alpha, n_targets))
+    fits = ridge.fit_predict_splits(data, np.concatenate(blocks, axis=1), [*folds, final], np.asarray(alphas),
+                                    gram=gram, alpha_per_target=alpha_per_target,
+                                    target_groups=list(groups.values()))
+    scores = {}
+    for roi, (y_train, y_test, ceiling) in rois.items():
+        cols = groups[roi][: y_train.shape[1]]
+        cv_r_nc, cv_r, cv_alpha = [], [], []
+        for (_, held_out), fit in zip(folds, fits[:-1]):
+            r = np.asarray(metrics.pearson_r(y_train[held_out], np.asarray(fit.predictions)[:, cols]))
+            cv_r.append(np.nanmean(r))
+            cv_r_nc.append(np.nanmean(normalise(r, ceiling)))
+            cv_alpha.append(float(np.median(fit.alpha[cols])))
+        test_r = np.asarray(metrics.pearson_r(y_test, np.asarray(fits[-1].predictions)[:, cols]), dtype=np.float64)
+        scores[roi] = LayerScore(np.array(cv_r_nc), np.array(cv_r), np.array(cv_alpha), test_r,
+                                 normalise(test_r, ceiling), float(np.median(fits[-1].alpha[cols])))
+    return scores
 
 
 def commit_layer(cv_scores: Mapping[str, Mapping[str, float]], layer_order: Sequence[str]) -> str:

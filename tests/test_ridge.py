@@ -104,6 +104,30 @@ def test_fit_predict_splits_matches_sklearn_on_each_split(gram, alpha_per_target
         np.testing.assert_allclose(-np.asarray(fit.loo_mse), ref.best_score_, rtol=1e-6)
 
 
+@pytest.mark.parametrize("gram", [True, False])
+def test_target_groups_share_one_alpha_per_group(gram):
+    rng = np.random.default_rng(4)
+    n, d = 45, 30
+    X = rng.standard_normal((n, d)) + 1.0
+    # two "ROIs" with very different signal-to-noise ratios, so their shared alphas differ
+    Y = np.concatenate([X @ rng.standard_normal((d, 3)) + 0.1 * rng.standard_normal((n, 3)),
+                        0.05 * X @ rng.standard_normal((d, 5)) + 3 * rng.standard_normal((n, 5))], axis=1)
+    groups = [np.array([0, 1, 2]), np.array([3, 4, 5, 6, 7])]
+    splits = list(KFold(5).split(np.arange(36))) + [(np.arange(36), np.arange(36, n))]
+    with jax.enable_x64(True):
+        fits = fit_predict_splits(X @ X.T if gram else X, Y, splits, ALPHAS, gram=gram, target_groups=groups)
+    chosen = set()
+    for (train, test), fit in zip(splits, fits):
+        for group in groups:
+            ref = SkRidgeCV(alphas=ALPHAS).fit(X[train], Y[train][:, group])
+            np.testing.assert_array_equal(fit.alpha[group], ref.alpha_)
+            assert _rel_err(fit.predictions[:, group], ref.predict(X[test])) < 1e-6
+            chosen.add(float(ref.alpha_))
+    assert len(chosen) > 1
+    with pytest.raises(ValueError, match="partition"):
+        fit_predict_splits(X, Y, splits, ALPHAS, gram=False, target_groups=[np.arange(3)])
+
+
 def test_fit_predict_splits_float32_with_features_wider_than_samples():
     # every train part is no larger than D, so one kernel is computed from X and indexed per split
     X, Y, _, _ = _problem((30, 40, 3), seed=4, dtype=np.float32)

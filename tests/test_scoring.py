@@ -63,7 +63,8 @@ def test_score_layer_matches_sklearn_pipeline(gram):
     alphas = np.logspace(1, 7, 10)
     folds = scoring.kfold(n_train, 5)
     data = x @ x.T if gram else x
-    score = scoring.score_layer(data, y[:n_train], y[n_train:], nc, gram=gram, folds=folds, alphas=alphas)
+    score = scoring.score_layer(data, {"roi": (y[:n_train], y[n_train:], nc)}, gram=gram, folds=folds,
+                                alphas=alphas)["roi"]
 
     def reference(train_x, train_y, test_x, test_y):
         model = RidgeCV(alphas=alphas).fit(train_x, train_y)
@@ -85,9 +86,24 @@ def test_target_padding_changes_nothing(alpha_per_target):
     x = rng.standard_normal((50, 20))
     y = x @ rng.standard_normal((20, 3)) + rng.standard_normal((50, 3))
     folds = scoring.kfold(40, 5)
-    score = scoring.score_layer(x, y[:40], y[40:], np.full(3, 50.0), gram=False, folds=folds,
-                                alphas=np.logspace(-2, 4, 7), alpha_per_target=alpha_per_target)
+    score = scoring.score_layer(x, {"roi": (y[:40], y[40:], np.full(3, 50.0))}, gram=False, folds=folds,
+                                alphas=np.logspace(-2, 4, 7), alpha_per_target=alpha_per_target)["roi"]
     model = RidgeCV(alphas=np.logspace(-2, 4, 7), alpha_per_target=alpha_per_target).fit(x[:40], y[:40])
     r = [stats.pearsonr(y[40:, j], model.predict(x[40:])[:, j])[0] for j in range(3)]
     np.testing.assert_allclose(score.test_r, r, atol=1e-4)
     assert score.test_alpha == pytest.approx(float(np.median(model.alpha_)))
+
+
+def test_rois_scored_together_equal_rois_scored_alone():
+    rng = np.random.default_rng(2)
+    x = rng.standard_normal((60, 25))
+    rois = {name: (y[:50], y[50:], rng.uniform(30, 90, y.shape[1]))
+            for name, y in (("V1", x @ rng.standard_normal((25, 4)) + 0.3 * rng.standard_normal((60, 4))),
+                            ("IT", 0.1 * x @ rng.standard_normal((25, 70)) + rng.standard_normal((60, 70))))}
+    folds = scoring.kfold(50, 5)
+    together = scoring.score_layer(x, rois, gram=False, folds=folds, alphas=np.logspace(-2, 4, 7))
+    for name, targets in rois.items():
+        alone = scoring.score_layer(x, {name: targets}, gram=False, folds=folds, alphas=np.logspace(-2, 4, 7))[name]
+        np.testing.assert_allclose(together[name].test_r, alone.test_r, rtol=1e-5, atol=1e-6)
+        np.testing.assert_array_equal(together[name].cv_alpha, alone.cv_alpha)
+    assert together["V1"].test_alpha != together["IT"].test_alpha

@@ -160,23 +160,19 @@ def score_benchmark(label: str, spec: registry.ModelSpec, model: nnx.Module, lay
                                  out_dir=workdir / "features" / label / dataset.name,
                                  projection_dim=config.features.projection_dim, seed=config.features.seed,
                                  progress=config.progress)
-    layer_scores: dict[str, dict[tuple[str, str], scoring.LayerScore]] = {}
     for layer in layers:
         key = (label, dataset.name, "cv", layer)
         if store.has(key):
             continue
         rows = []
-        layer_scores[layer] = {}
         for subject, (positions, n_train) in blocks.items():
             data = _layer_data(feats[layer], positions, gram)
             folds = scoring.kfold(n_train, config.cv.n_splits, config.cv.shuffle, config.seed)
-            for roi in dataset.rois:
-                y_train, y_test, ceiling = targets[(subject, roi)]
-                score = scoring.score_layer(data, y_train, y_test, ceiling, gram=gram, folds=folds, alphas=alphas,
-                                            alpha_per_target=config.ridge.alpha_per_target)
-                layer_scores[layer][(subject, roi)] = score
+            scores = scoring.score_layer(data, {roi: targets[(subject, roi)] for roi in dataset.rois}, gram=gram,
+                                         folds=folds, alphas=alphas, alpha_per_target=config.ridge.alpha_per_target)
+            for roi, score in scores.items():
                 base = dict(common, subject=subject, roi=roi, layer=layer, depth=depth[layer],
-                            n_targets=len(ceiling))
+                            n_targets=len(targets[(subject, roi)][2]))
                 rows += [_row(**base, stage="cv", metric="r_nc", value=score.cv_score,
                               alpha=float(np.exp(np.mean(np.log(score.cv_alpha))))),
                          _row(**base, stage="cv", metric="r", value=float(np.mean(score.cv_r))),
