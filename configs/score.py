@@ -6,10 +6,10 @@
 several joined by '+'; `keep` gram (exact kernel) or projection (sparse random projection to 30,000 dims).
 """
 
-import numpy as np
 import ml_collections
 
 from configs.common import parse_arg
+from jaxbrain.ridge import DEFAULT_ALPHAS
 
 
 def base_config() -> ml_collections.ConfigDict:
@@ -24,7 +24,7 @@ def base_config() -> ml_collections.ConfigDict:
     config.benchmarks = ()
     config.models = ml_collections.ConfigDict()
     config.features = ml_collections.ConfigDict(dict(keep="gram", projection_dim=30000, seed=0))
-    config.ridge = ml_collections.ConfigDict(dict(alphas=tuple(np.logspace(1, 7, 10).tolist()),
+    config.ridge = ml_collections.ConfigDict(dict(alphas=tuple(DEFAULT_ALPHAS.tolist()),
                                                   alpha_per_target=False))
     config.cv = ml_collections.ConfigDict(dict(n_splits=5, shuffle=False))
     config.planted = ml_collections.ConfigDict(dict(generator="tiny_cnn", seed=0, scale=1.0))

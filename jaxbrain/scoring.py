@@ -18,7 +18,6 @@ from jaxbrain import metrics, ridge
 
 CEILING_EPS = 1e-6  # the reference adds this under the square root
 TARGET_BUCKET = 64  # targets are zero-padded to a multiple of this so ROIs of similar size share one compile
-DEFAULT_ALPHAS = tuple(np.logspace(1, 7, 10).tolist())
 
 
 def kfold(n: int, n_splits: int = 5, shuffle: bool = False, seed: int = 0) -> list[tuple[np.ndarray, np.ndarray]]:

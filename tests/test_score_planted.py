@@ -100,3 +100,13 @@ def test_interrupted_run_resumes_to_the_same_table(quickstart_run, tmp_path, mon
     assert not b.duplicated(key).any()
     np.testing.assert_allclose(a.value.to_numpy(), b.value.to_numpy(), rtol=1e-5)
     assert a[key].equals(b[key])
+
+
+def test_planted_data_of_other_settings_is_not_reused(quickstart_run, tmp_path):
+    workdir = tmp_path / "w"
+    (workdir / "data").mkdir(parents=True)
+    for suffix in (".h5", ".truth.json"):
+        source = quickstart_run[0] / "data" / f"planted_ephys{suffix}"
+        (workdir / "data" / source.name).write_bytes(source.read_bytes())
+    with pytest.raises(ValueError, match="generated with planted settings"):
+        launch.launch(_config(scale=0.3, benchmarks=("planted_ephys",)), workdir)

@@ -17,8 +17,9 @@ import numpy as np
 import pandas as pd
 from flax import nnx
 
-from jaxbrain import features, metrics, results, ridge, scoring
-from jaxbrain.data import neural, synthetic
+from jaxbrain import features, metrics, plots, results, ridge, scoring
+from jaxbrain.data import neural, sources, synthetic
+from jaxbrain.data.stimulus_set import StimulusSet
 from jaxbrain.models import registry
 
 log = logging.getLogger(__name__)
@@ -34,6 +35,7 @@ def _planted(name: str, config, workdir: pathlib.Path) -> tuple[neural.NeuralDat
     """Generates (once) and loads a planted benchmark; its generator is `config.planted.generator`."""
     data_dir = workdir / "data"
     path, truth_path = data_dir / f"{name}.h5", data_dir / f"{name}.truth.json"
+    settings = config.planted.to_dict()
     if not (path.is_file() and truth_path.is_file()):
         specs = {s.name: s for s in synthetic.default_specs(config.planted.scale)}
         if name not in specs:
@@ -43,20 +45,20 @@ def _planted(name: str, config, workdir: pathlib.Path) -> tuple[neural.NeuralDat
         model = generator.build(rngs=nnx.Rngs(config.planted.seed))
         images = synthetic.generated_images(synthetic.images_needed(spec), seed=config.planted.seed)
         ids = [f"img{i:05d}" for i in range(len(images))]
-        from jaxbrain.data.stimulus_set import StimulusSet
-
         layer_features = features.extract(model, generator, StimulusSet.from_array(images, ids), ids,
                                           sorted(set(spec.roi_layers.values())), keep="raw", progress=False)
         planted = synthetic.plant(spec, layer_features, images, seed=config.planted.seed)
         neural.save(planted.dataset, path)
-        results.write_json(truth_path, planted.truth())
-    return neural.load(path), json.loads(truth_path.read_text())
+        results.write_json(truth_path, {**planted.truth(), "settings": settings})
+    truth = json.loads(truth_path.read_text())
+    if truth.get("settings") != settings:
+        raise ValueError(f"{path} was generated with planted settings {truth.get('settings')}, not {settings}; "
+                         "use another workdir")
+    return neural.load(path), truth
 
 
 def _from_release(reader: str, source: str, workdir: pathlib.Path) -> neural.NeuralDataset:
     """Converts (once) a public release with a registered reader, then loads the validated file."""
-    from jaxbrain.data import sources
-
     if reader not in sources.READERS:
         raise ValueError(f"unknown dataset reader {reader!r}; known: {sorted(sources.READERS)}")
     path = workdir / "data" / f"{reader}.h5"
@@ -307,8 +309,6 @@ def run(config, workdir: pathlib.Path) -> dict:
     table = store.table()
     summary = summarise(table, truths)
     results.write_json(workdir / "summary.json", summary)
-    from jaxbrain import plots
-
     plot_paths = []
     for model in table.model.unique():
         path = workdir / f"layer_profile_{model}.png"
