@@ -156,12 +156,14 @@ def score_benchmark(label: str, spec: registry.ModelSpec, model: nnx.Module, lay
             targets[(subject, roi)] = (dataset.targets("train", subject, roi)[:, kept],
                                        dataset.targets("test", subject, roi)[:, kept], ceiling[kept])
 
+    def extract(layer_names):
+        return features.extract(model, spec, dataset.stimuli, order, layer_names, keep=keep,
+                                batch_size=config.batch_size, out_dir=workdir / "features" / label / dataset.name,
+                                projection_dim=config.features.projection_dim, seed=config.features.seed,
+                                progress=config.progress)
+
     todo = [layer for layer in layers if not store.has((label, dataset.name, "cv", layer))]
-    if todo:
-        feats = features.extract(model, spec, dataset.stimuli, order, todo, keep=keep, batch_size=config.batch_size,
-                                 out_dir=workdir / "features" / label / dataset.name,
-                                 projection_dim=config.features.projection_dim, seed=config.features.seed,
-                                 progress=config.progress)
+    feats = extract(todo) if todo else {}
     for layer in layers:
         key = (label, dataset.name, "cv", layer)
         if store.has(key):
@@ -189,15 +191,15 @@ def score_benchmark(label: str, spec: registry.ModelSpec, model: nnx.Module, lay
         rows = _test_rows(store, common, layers, dataset, depth, targets)
         if config.similarity:
             committed = {r["roi"]: r["layer"] for r in rows if r["stage"] == "test"}
-            committed_feats = features.extract(
-                model, spec, dataset.stimuli, order, sorted(set(committed.values())), keep=keep,
-                batch_size=config.batch_size, out_dir=workdir / "features" / label / dataset.name,
-                projection_dim=config.features.projection_dim, seed=config.features.seed, progress=config.progress)
-            rows += _similarity_rows(common, committed, committed_feats, blocks, targets, depth, gram, alphas)
+            missing = sorted(set(committed.values()) - set(feats))
+            committed_feats = {**feats, **(extract(missing) if missing else {})}
+            rows += _similarity_rows(common, committed, committed_feats, blocks, targets, depth, gram, alphas,
+                                     config.ridge.alpha_per_target)
         store.put(test_key, rows)
 
 
-def _similarity_rows(common, committed, feats, blocks, targets, depth, gram, alphas) -> list[dict]:
+def _similarity_rows(common, committed, feats, blocks, targets, depth, gram, alphas, alpha_per_target
+                     ) -> list[dict]:
     """RSA and CKA on the test split at each ROI's committed layer (DESIGN.md section 3, RSA / CKA).
 
     "c" variants compare the layer with the responses, "ve" variants the ridge predictions with the responses.
@@ -210,7 +212,7 @@ def _similarity_rows(common, committed, feats, blocks, targets, depth, gram, alp
             data = _layer_data(feats[layer], positions, gram)
             final = [(np.arange(n_train), np.arange(n_train, len(positions)))]
             y_all = scoring.pad_targets(np.concatenate([y_train, y_test]))
-            fit = ridge.fit_predict_splits(data, y_all, final, alphas, gram=gram)[0]
+            fit = ridge.fit_predict_splits(data, y_all, final, alphas, gram=gram, alpha_per_target=alpha_per_target)[0]
             predictions = np.asarray(fit.predictions)[:, : y_test.shape[1]]
             values = {"rsa_ve": metrics.rsa(predictions, y_test), "cka_ve": metrics.cka(predictions, y_test)}
             if gram:
