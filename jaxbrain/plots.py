@@ -85,15 +85,6 @@ def scaling_curves(points: pd.DataFrame, fits: Mapping[str, object], path, *, xl
     return _save(fig, path)
 
 
-def _cross_subject(rows: pd.DataFrame, keys: list[str]) -> pd.DataFrame:
-    """Mean over subjects per keys, using the cross-subject rows (subject "all") alone where present."""
-    rows = rows.copy()
-    rows["subject"] = rows["subject"].astype(str)
-    has_all = rows.groupby(keys)["subject"].transform(lambda s: (s == "all").any())
-    rows = rows[~has_all | (rows["subject"] == "all")]
-    return rows.groupby(keys, as_index=False)["value"].mean()
-
-
 def layer_profile(table: pd.DataFrame, path, *, metric: str = "r_nc") -> pathlib.Path:
     """Cross-subject mean cv score against normalised layer depth, one panel per (benchmark, roi).
 
@@ -108,7 +99,7 @@ def layer_profile(table: pd.DataFrame, path, *, metric: str = "r_nc") -> pathlib
     if cv.empty:
         raise ValueError(f"layer_profile: no rows with stage 'cv' and metric {metric!r}")
     keys = ["model", "benchmark", "roi", "layer", "depth"]
-    prof = _cross_subject(cv, keys)
+    prof = results.cross_subject_mean(cv, keys)
     committed = (table[table["stage"] == "test"].groupby(["model", "benchmark", "roi"])["layer"]
                  .agg(lambda s: s.astype(str).iloc[0]))
     panels = list(prof.groupby(["benchmark", "roi"], sort=True).groups)
@@ -150,7 +141,7 @@ def readout_table(table: pd.DataFrame, path_stem, *, rows: str = "model", stage:
         raise ValueError(f"readout_table: no rows with stage {stage!r} and metric {metric!r}")
     if rows not in sel.columns:
         raise ValueError(f"readout_table: no column {rows!r} in the results table")
-    per_roi = _cross_subject(sel, [rows, "benchmark", "roi"])
+    per_roi = results.cross_subject_mean(sel, [rows, "benchmark", "roi"])
     wide = per_roi.pivot_table(index=rows, columns=["benchmark", "roi"], values="value")
     wide.columns = [f"{b} {r}" for b, r in wide.columns]
     per_bench = per_roi.groupby([rows, "benchmark"])["value"].mean().groupby(rows).mean()

@@ -106,3 +106,12 @@ def read_table(workdir: str | os.PathLike) -> pd.DataFrame:
         raise FileNotFoundError(f"no results.csv in {workdir}")
     return pd.read_csv(path, dtype={"subject": str, "roi": str, "layer": str, "model": str, "benchmark": str},
                        keep_default_na=False, na_values=[""])
+
+
+def cross_subject_mean(rows: pd.DataFrame, keys: list[str]) -> pd.DataFrame:
+    """Mean `value` over subjects per `keys`; where cross-subject rows (subject "all") exist for a key, they are
+    used alone so subjects are not counted twice. Returns `keys` + value."""
+    rows = rows.assign(subject=rows["subject"].astype(str))
+    has_all = rows.groupby(keys)["subject"].transform(lambda s: (s == "all").any())
+    rows = rows[~has_all | (rows["subject"] == "all")]
+    return rows.groupby(keys, as_index=False)["value"].mean()

@@ -25,6 +25,8 @@ import jax.numpy as jnp
 import numpy as np
 import pandas as pd
 
+from jaxbrain import results
+
 # Axis name -> (divisor applied to X before fitting, whether the law has the 10^lambda shift).
 AXES: dict[str, tuple[float, bool]] = {
     "compute": (1e12, True),          # C = pretraining samples x forward FLOPs per image
@@ -495,14 +497,10 @@ def aggregate_scores(table: pd.DataFrame, level: str = "model", *, stage: str = 
     missing = {"model", "benchmark", "subject", "roi", "stage", "metric", "value"} - set(table.columns)
     if missing:
         raise ValueError(f"aggregate_scores: results table lacks columns {sorted(missing)}")
-    rows = table[(table["stage"] == stage) & (table["metric"] == metric)].copy()
+    rows = table[(table["stage"] == stage) & (table["metric"] == metric)]
     if rows.empty:
         raise ValueError(f"aggregate_scores: no rows with stage={stage!r} and metric={metric!r}")
-    rows["subject"] = rows["subject"].astype(str)
-    key = ["model", "benchmark", "roi"]
-    has_all = rows.groupby(key)["subject"].transform(lambda s: (s == "all").any())
-    rows = rows[~has_all | (rows["subject"] == "all")]
-    out = rows.groupby(key, as_index=False)["value"].mean()
+    out = results.cross_subject_mean(rows, ["model", "benchmark", "roi"])
     if level in ("benchmark", "model"):
         out = out.groupby(["model", "benchmark"], as_index=False)["value"].mean()
     if level == "model":

@@ -85,7 +85,8 @@ def score_layer(data: np.ndarray, rois: Mapping[str, tuple[np.ndarray, np.ndarra
     matrix (n_train + n_test, n_train + n_test). `rois[roi] = (y_train, y_test, ceiling)`; each ROI gets its own
     alpha while one eigendecomposition per split serves them all. `folds` index the train block.
     """
-    n_train, n_test = next(iter(rois.values()))[0].shape[0], next(iter(rois.values()))[1].shape[0]
+    first_train, first_test, _ = next(iter(rois.values()))
+    n_train, n_test = len(first_train), len(first_test)
     if data.shape[0] != n_train + n_test:
         raise ValueError(f"features cover {data.shape[0]} stimuli, responses {n_train} train + {n_test} test")
     blocks, groups, offset = [], {}, 0

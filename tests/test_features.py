@@ -10,6 +10,7 @@ from flax import nnx
 from jaxbrain import features, ridge, sharding
 from jaxbrain.data import stimuli as stimulus_pipeline
 from jaxbrain.models.registry import Preprocessing
+from stimulus_fakes import FakeStimuli
 
 PREP = Preprocessing(resize=18, crop=16, mean=(0.5, 0.5, 0.5), std=(0.25, 0.25, 0.25))
 
@@ -44,30 +45,6 @@ class ToyNet(nnx.Module):
 class Spec:
     name: str = "toynet"
     preprocessing: Preprocessing = PREP
-
-
-class FakeStimuli:
-    """The StimulusSet contract over a dict; `fail_after` loads raise (a crash mid-extraction)."""
-
-    def __init__(self, images, fail_after=None):
-        self.images, self.fail_after, self.loads = images, fail_after, 0
-
-    @property
-    def ids(self):
-        return list(self.images)
-
-    def __len__(self):
-        return len(self.images)
-
-    def __contains__(self, i):
-        return i in self.images
-
-    def load(self, i):
-        self.loads += 1
-        if self.fail_after is not None and self.loads > self.fail_after:
-            raise RuntimeError("simulated crash")
-        return self.images[i]
-
 
 @pytest.fixture(scope="module")
 def model():

@@ -5,31 +5,9 @@ from PIL import Image
 from jaxbrain.data import stimuli
 from jaxbrain.data.stimulus_set import StimulusSet
 from jaxbrain.models.registry import Preprocessing
+from stimulus_fakes import FakeStimuli
 
 PREP = Preprocessing(resize=20, crop=16, mean=(0.485, 0.456, 0.406), std=(0.229, 0.224, 0.225))
-
-
-class FakeStimuli:
-    """The StimulusSet contract (ids, __len__, __contains__, load) over a dict, counting loads."""
-
-    def __init__(self, images: dict[str, np.ndarray]):
-        self.images = images
-        self.loads = 0
-
-    @property
-    def ids(self):
-        return list(self.images)
-
-    def __len__(self):
-        return len(self.images)
-
-    def __contains__(self, i):
-        return i in self.images
-
-    def load(self, i):
-        self.loads += 1
-        return self.images[i]
-
 
 def _images(n, h=24, w=30, seed=0):
     rng = np.random.default_rng(seed)
