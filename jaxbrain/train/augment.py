@@ -300,7 +300,7 @@ def three_augment(image: Image.Image, rng: np.random.Generator) -> Image.Image:
 def random_erasing(image: np.ndarray, rng: np.random.Generator, prob: float = 0.25, min_area: float = 0.02,
                    max_area: float = 1 / 3, min_aspect: float = 0.3) -> np.ndarray:
     """timm's ``RandomErasing(mode="pixel")`` on a normalised (H, W, C) image: with probability ``prob``, one box
-    (ten tries) filled with standard-normal noise per pixel. Returns a new array."""
+    (ten tries) filled with standard-normal noise per pixel, in place. Returns ``image``."""
     if rng.random() > prob:
         return image
     height, width, channels = image.shape
@@ -313,7 +313,6 @@ def random_erasing(image: np.ndarray, rng: np.random.Generator, prob: float = 0.
         if w < width and h < height:
             top = int(rng.integers(0, height - h + 1))
             left = int(rng.integers(0, width - w + 1))
-            image = image.copy()
             image[top:top + h, left:left + w] = rng.standard_normal((h, w, channels), dtype=np.float32)
             break
     return image
@@ -365,8 +364,8 @@ class MixupCutmix:
 
     def mix(self, images: np.ndarray, labels: np.ndarray, num_classes: int, lam: float, use_cutmix: bool,
             center: tuple[int, int]) -> tuple[np.ndarray, np.ndarray]:
-        """Mix (n, H, W, C) ``images`` (n even) with their neighbours given the batch's parameters (``center``:
-        the cutmix box centre (cy, cx)); returns the images and (n, num_classes) label_probs."""
+        """Mix (n, H, W, C) float32 ``images`` (n even) in place with their neighbours given the batch's parameters
+        (``center``: the cutmix box centre (cy, cx)); returns the images and (n, num_classes) label_probs."""
         n, height, width = images.shape[:3]
         if n % 2:
             raise ValueError(f"mixup/cutmix needs an even number of rows per process, got {n}")
@@ -374,16 +373,18 @@ class MixupCutmix:
         if lam != 1.0:
             if use_cutmix:
                 (y0, y1, x0, x1), lam = cutmix_box(height, width, lam, *center)
-                images = images.copy()
-                images[:, y0:y1, x0:x1] = images[partner, y0:y1, x0:x1]
+                images[:, y0:y1, x0:x1] = images[partner, y0:y1, x0:x1]  # the right side is a copy
             else:
-                images = images * np.float32(lam) + images[partner] * np.float32(1.0 - lam)
+                partners = images[partner]
+                partners *= np.float32(1.0 - lam)
+                images *= np.float32(lam)
+                images += partners
         targets = smooth_one_hot(labels, num_classes, self.label_smoothing)
         return images, (lam * targets + (1.0 - lam) * targets[partner]).astype(np.float32)
 
     def __call__(self, images: np.ndarray, labels: np.ndarray, num_classes: int,
                  rng: np.random.Generator) -> tuple[np.ndarray, np.ndarray]:
-        """Draw this batch's parameters from ``rng`` and :meth:`mix`."""
+        """Draw this batch's parameters from ``rng`` and :meth:`mix` (in place)."""
         lam, use_cutmix = self.params(rng)
         center = (int(rng.integers(0, images.shape[1])), int(rng.integers(0, images.shape[2])))
         return self.mix(images, labels, num_classes, lam, use_cutmix, center)
@@ -433,7 +434,7 @@ class Recipe:
 
     def batch(self, images: np.ndarray, labels: np.ndarray, num_classes: int,
               rng: np.random.Generator) -> dict[str, np.ndarray]:
-        """The batch-level step: mixing and/or label smoothing -> {"image", "label", ["label_probs"]}."""
+        """The batch-level step: mixing (in place) and/or label smoothing -> {"image", "label", ["label_probs"]}."""
         out = {"image": images, "label": labels}
         if self.mixing is not None:
             out["image"], out["label_probs"] = self.mixing(images, labels, num_classes, rng)
