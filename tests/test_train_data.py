@@ -106,7 +106,7 @@ def test_undecodable_images_are_all_listed_and_nothing_is_written(realdata, tmp_
     with pytest.raises(image_folder.ImageFolderError) as err:
         image_folder.prepare_image_folder(tree, tmp_path / "out")
     message = str(err.value)
-    assert "2 undecodable image(s)" in message and "\n" not in message
+    assert "2 unreadable or undecodable image(s)" in message and "\n" not in message
     assert f"{classes[0]}/1.jpg" in message and f"{classes[3]}/9.jpg" in message
     assert not (tmp_path / "out").exists()
 
@@ -147,7 +147,9 @@ def test_changed_content_needs_overwrite_and_a_failed_build_leaves_nothing(reald
     assert sorted(p.name for p in tmp_path.iterdir()) == ["out", "tree"]
     assert image_folder.load_prepared(out).fingerprint == first.fingerprint
     monkeypatch.setattr(image_folder, "_write_prepared", original)
+    (tmp_path / ".out.tmp-killed" / "tfds").mkdir(parents=True)  # what a SIGKILL during a build leaves
     second = image_folder.prepare_image_folder(tree, out, validation_fraction=0.0, overwrite=True)
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["out", "tree"]
     assert second.fingerprint != first.fingerprint
     source = second.source("train")
     names = {augment.decode(source[i]["image"]).size for i in range(len(source))}
