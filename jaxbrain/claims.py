@@ -27,7 +27,8 @@ HEARTBEAT_SECONDS = 5.0
 STALE_AFTER_SECONDS = 60.0
 
 
-def _pid_alive(pid: int) -> bool:
+def process_alive(pid: int) -> bool:
+    """Whether a process with this PID exists on this host."""
     try:
         os.kill(pid, 0)
     except ProcessLookupError:
@@ -61,7 +62,7 @@ class Claim:
         if holder is None:
             return False
         if holder.get("host") == socket.gethostname() and "pid" in holder:
-            return not _pid_alive(int(holder["pid"]))
+            return not process_alive(int(holder["pid"]))
         try:
             age = time.time() - self.path.stat().st_mtime
         except FileNotFoundError:

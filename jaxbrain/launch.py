@@ -27,6 +27,9 @@ from jaxbrain import experiments as experiments_pkg
 from jaxbrain import config_values, results
 
 
+REPOSITORY = pathlib.Path(__file__).resolve().parents[1]
+
+
 class LaunchError(Exception):
     """A problem with what the user asked for, reported as one line without a traceback."""
 
@@ -55,7 +58,10 @@ def _experiment_list() -> str:
 def load_config(spec: str) -> ml_collections.ConfigDict:
     """Calls `get_config(arg)` of the config file in "path[:arg]"; its repository root becomes importable."""
     path_text, _, arg = spec.partition(":")
-    path = pathlib.Path(path_text).expanduser().resolve()
+    path = pathlib.Path(path_text).expanduser()
+    if not path.is_file() and not path.is_absolute() and (REPOSITORY / path).is_file():
+        path = REPOSITORY / path  # `configs/x.py` from any working directory (a notebook in colabs/, say)
+    path = path.resolve()
     if not path.is_file():
         raise LaunchError(f"config file not found: {path}")
     root = str(path.parent.parent)
@@ -138,6 +144,7 @@ def launch(config, workdir: str | pathlib.Path):
     experiment = resolve_experiment(config)
     workdir = pathlib.Path(workdir)
     _prepare_workdir(workdir)
+    results.remove_stale_temporaries(workdir)
     with _logging_into(workdir):
         try:
             summary = experiment.run(config, workdir)

@@ -15,13 +15,14 @@ import json
 import os
 import pathlib
 import re
+import socket
 import tempfile
 from typing import Any, Iterable, Mapping
 
 import numpy as np
 import pandas as pd
 
-from jaxbrain import identity
+from jaxbrain import claims, identity
 
 COLUMNS = ("model", "benchmark", "subject", "roi", "layer", "depth", "stage", "metric", "value", "n_targets",
            "alpha", "alpha_at_edge", "seed", "fingerprint")
@@ -34,6 +35,23 @@ def _umask() -> int:
     return mask
 
 
+def temporary_prefix(path: pathlib.Path) -> str:
+    """Name prefix of the temporary files written beside `path`: they carry this host and process, so a rerun
+    can tell the leftovers of a killed writer (see `remove_stale_temporaries`) from files being written."""
+    return f".{path.name}.{socket.gethostname()}.{os.getpid()}."
+
+
+def remove_stale_temporaries(root: str | os.PathLike) -> list[pathlib.Path]:
+    """Deletes temporary files under `root` left by killed processes of this host; returns them."""
+    host, removed = socket.gethostname(), []
+    for tmp in pathlib.Path(root).rglob(".*.tmp"):
+        match = re.fullmatch(rf"\..+\.{re.escape(host)}\.(\d+)\.[^.]+\.tmp", tmp.name)
+        if match and not claims.process_alive(int(match.group(1))):
+            tmp.unlink(missing_ok=True)
+            removed.append(tmp)
+    return removed
+
+
 def _atomic_write(path: pathlib.Path, write, binary: bool = False) -> None:
     """Writes through `write(handle)` into a temporary file beside `path`, then renames it into place.
 
@@ -42,7 +60,7 @@ def _atomic_write(path: pathlib.Path, write, binary: bool = False) -> None:
     """
     path = pathlib.Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
+    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=temporary_prefix(path), suffix=".tmp")
     try:
         with os.fdopen(fd, "wb" if binary else "w", **({} if binary else {"newline": ""})) as handle:
             write(handle)
@@ -123,7 +141,7 @@ class Unit:
     def __init__(self, store: "ResultStore", fingerprint: str):
         self.store, self.fingerprint = store, fingerprint
         self.path = store.workdir / "units" / fingerprint
-        self.claim_path = self.path / "claim.json"
+        self.claim_path = self.path / ".claim"
 
     def describe(self, record: Mapping[str, Any]) -> None:
         """Writes unit.json (what determines the unit, and provenance) unless it exists."""

@@ -10,15 +10,18 @@ import pandas as pd
 
 
 def summarise(table: pd.DataFrame, truths: Mapping[str, dict | None],
-              roi_order: Mapping[str, Sequence[str]] | None = None) -> dict:
+              roi_order: Mapping[str, Sequence[str]] | None = None, models: Sequence[str] | None = None) -> dict:
     """Per model, benchmark and ROI the committed layer and the cross-subject test scores.
 
-    ROIs follow each benchmark's declared order (`roi_order`), benchmarks the order of `truths`.
+    Models follow `models` (default: their order in the table), benchmarks the order of `truths`, ROIs each
+    benchmark's declared order (`roi_order`). A benchmark without a test split reports its committed-layer
+    cross-validation scores.
     """
     roi_order = roi_order or {}
-    test = table[(table.stage == "test") & (table.subject.astype(str) == "all")]
+    test = table[table.stage.isin(["test", "cv_committed"]) & (table.subject.astype(str) == "all")]
     summary: dict[str, Any] = {}
-    for model, by_model in test.groupby("model", sort=False):
+    for model in models or list(dict.fromkeys(test.model)):
+        by_model = test[test.model == model]
         entry: dict[str, Any] = {"benchmarks": {}}
         for bench in [b for b in truths if b in set(by_model.benchmark)]:
             by_bench = by_model[by_model.benchmark == bench]

@@ -25,6 +25,7 @@ from collections.abc import Callable, Mapping, Sequence
 import h5py
 import numpy as np
 
+from jaxbrain import results
 from jaxbrain.data.stimulus_set import StimulusSet
 
 MODALITIES = ("ephys", "fmri", "eeg", "meg")
@@ -479,7 +480,7 @@ def save(ds: NeuralDataset, path, *, embed_stimuli: bool = False, validate_first
         ds.validate(f"{path} (before writing)")
     stimuli_digest = ds.stimuli.content_digest() if ds.stimuli is not None else ""
     path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
+    fd, tmp = tempfile.mkstemp(prefix=results.temporary_prefix(path), suffix=".tmp", dir=path.parent)
     os.close(fd)
     try:
         with h5py.File(tmp, "w") as f:

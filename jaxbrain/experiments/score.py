@@ -116,13 +116,14 @@ def run(config, workdir: pathlib.Path) -> dict:
             todo.append((f"{label} on {dataset.name}", unit.claim_path, lambda u=unit: u.has_rows("test"), work))
     claims.do_units(todo)
     warnings = [w for unit in units for w in json.loads((unit.path / "warnings.json").read_text())]
-    return _report(store.table([unit.fingerprint for unit in units]), benchmarks, list(dict.fromkeys(warnings)),
-                   workdir)
+    return _report(store.table([unit.fingerprint for unit in units]), benchmarks, list(config.models),
+                   list(dict.fromkeys(warnings)), workdir)
 
 
-def _report(table, benchmarks: dict, warnings: list[str], workdir: pathlib.Path) -> dict:
+def _report(table, benchmarks: dict, models: list[str], warnings: list[str], workdir: pathlib.Path) -> dict:
     roi_order = {name: dataset.rois for name, (dataset, _) in benchmarks.items()}
-    headline = summary.summarise(table, {name: truth for name, (_, truth) in benchmarks.items()}, roi_order)
+    headline = summary.summarise(table, {name: truth for name, (_, truth) in benchmarks.items()}, roi_order,
+                                 models)
     headline["warnings"] = warnings
     results.write_json(workdir / "summary.json", headline)
     plot_paths = [plots.layer_profile(table[table.model == model], workdir / f"layer_profile_{model}.png")
