@@ -1,12 +1,25 @@
-"""Representational similarity: RDMs (correlation distance), RSA (Spearman over upper triangles), unbiased CKA.
+"""Representational similarity: RDMs (correlation distance), RSA (Spearman over upper triangles), unbiased CKA,
+and RDM benchmarks scored against per-subject similarity matrices.
 
 All functions are jitted and batched over leading axes (`features` (..., n, d) against `responses` (n, t) or
 (..., n, t)). The score experiment's "c" variants compare features with responses and the "ve" variants compare
 ridge predictions with responses: `rsa(features, responses)`, `rsa(predictions, responses)`, and likewise `cka`.
+
+RDM benchmarks (as Brain-Score scores its RSM-based fMRI benchmarks). A subject contributes one (n, n) matrix over
+the benchmark's stimuli, declared a similarity (e.g. the Pearson r between split-half response patterns, so it need
+not be symmetric) or a dissimilarity. Every comparison uses all n(n-1) off-diagonal entries (`off_diagonal`); on a
+symmetric matrix that counts each pair twice, which leaves Pearson and Spearman r unchanged. A dissimilarity is
+negated, which only flips the sign of r, so model and subject matrices are compared as similarities.
+  ceiling (`rdm_ceiling`): for each subject, Pearson r between its matrix and the mean matrix of the other subjects
+      (leave one subject out); the benchmark's ceiling is the mean over subjects.
+  score (`rdm_scores`): per subject, r (Pearson or Spearman) between the model's RSM (`rsm`: Pearson r between the
+      stimuli's feature vectors) and the subject's matrix; the raw score is the mean over subjects and the
+      normalised score (`rdm_benchmark_score`) is (raw / ceiling)^2, with the sign of raw kept.
 """
 
 from __future__ import annotations
 
+import numpy as np
 
 import jax
 import jax.numpy as jnp
@@ -143,4 +156,92 @@ def similarity_scores(features, responses, predictions=None) -> dict[str, float]
     return out
 
 
-__all__ = ["cka", "cka_gram", "compare_rdms", "rdm", "rsa", "similarity_scores", "spearman", "upper_triangle"]
+# ---------------------------------------------------------------------------------------------------------------
+# RDM benchmarks
+
+SIMILARITY_KINDS = ("similarity", "dissimilarity")
+_CORRELATIONS = {"pearson": _pearson, "spearman": _spearman}
+
+
+def off_diagonal(square):
+    """The n(n-1) entries of (..., n, n) off the diagonal, row by row."""
+    square = jnp.asarray(square)
+    rows, cols = np.nonzero(~np.eye(square.shape[-1], dtype=bool))
+    return square[..., rows, cols]
+
+
+@jax.jit
+def rsm(patterns):
+    """Representational similarity matrix: Pearson r between the rows (stimuli) of `patterns` (..., n, d)."""
+    return jnp.vectorize(lambda x: 1.0 - _rdm(x), signature="(n,d)->(n,n)")(jnp.asarray(patterns))
+
+
+def _subject_matrices(matrices) -> jax.Array:
+    m = np.asarray(matrices, dtype=np.float64)
+    if m.ndim != 3 or m.shape[1] != m.shape[2] or m.shape[1] < 3:
+        raise ValueError(f"subject matrices must be (subjects, n, n) with n >= 3, got shape {m.shape}")
+    if m.shape[0] < 2:
+        raise ValueError(f"an RDM ceiling needs at least 2 subjects, got {m.shape[0]}")
+    bad = ~np.isfinite(off_diagonal(m))
+    if bad.any():
+        raise ValueError(f"subject matrices have {int(bad.sum())} NaN/inf off-diagonal entries "
+                         f"(subjects {np.unique(np.nonzero(bad)[0]).tolist()})")
+    return jnp.asarray(m)
+
+
+@jax.jit
+def _leave_one_out(v):
+    others = (v.sum(axis=0, keepdims=True) - v) / (v.shape[0] - 1)
+    return jax.vmap(_pearson)(v, others)
+
+
+def rdm_ceiling(subject_matrices) -> np.ndarray:
+    """Per-subject ceiling (subjects,): Pearson r over the off-diagonal entries between each subject's matrix and
+    the mean of the other subjects' matrices. `subject_matrices` (subjects, n, n), all of one kind."""
+    return np.asarray(_leave_one_out(off_diagonal(_subject_matrices(subject_matrices))))
+
+
+def _check_kind(kind: str, correlation: str) -> None:
+    if kind not in SIMILARITY_KINDS:
+        raise ValueError(f"kind must be one of {SIMILARITY_KINDS}, got {kind!r}")
+    if correlation not in _CORRELATIONS:
+        raise ValueError(f"correlation must be one of {sorted(_CORRELATIONS)}, got {correlation!r}")
+
+
+@jax.jit(static_argnames="correlation")
+def _model_vs_subjects(model, subjects, correlation):
+    return jax.vmap(lambda s: _CORRELATIONS[correlation](model, s))(subjects)
+
+
+def rdm_scores(model_rsm, subject_matrices, *, kind: str = "similarity", correlation: str = "pearson") -> np.ndarray:
+    """r (subjects,) between the model's RSM (n, n) and each subject's matrix over the off-diagonal entries.
+
+    `kind` declares the subject matrices ("similarity" or "dissimilarity", then negated); `correlation` is
+    "pearson" or "spearman" (ties averaged).
+    """
+    _check_kind(kind, correlation)
+    subjects = _subject_matrices(subject_matrices)
+    model = jnp.asarray(model_rsm)
+    if model.shape != subjects.shape[1:]:
+        raise ValueError(f"model RSM {model.shape} and subject matrices {subjects.shape[1:]} differ in size")
+    sign = 1.0 if kind == "similarity" else -1.0
+    return np.asarray(_model_vs_subjects(off_diagonal(model), sign * off_diagonal(subjects), correlation))
+
+
+def rdm_benchmark_score(features, subject_matrices, *, kind: str = "similarity", correlation: str = "pearson",
+                        ceiling=None) -> dict:
+    """One layer on an RDM benchmark: {"raw", "ceiling", "normalised", "per_subject", "ceiling_per_subject"}.
+
+    `features` (n, d) of the n stimuli in the matrices' order. raw = mean over subjects of `rdm_scores`;
+    ceiling = mean of `rdm_ceiling` (pass the per-subject `ceiling` to reuse it across layers);
+    normalised = sign(raw) * (raw / ceiling)^2.
+    """
+    per_subject = rdm_scores(rsm(features), subject_matrices, kind=kind, correlation=correlation)
+    ceiling = rdm_ceiling(subject_matrices) if ceiling is None else np.asarray(ceiling, dtype=np.float64)
+    raw, mean_ceiling = float(per_subject.mean()), float(ceiling.mean())
+    return {"raw": raw, "ceiling": mean_ceiling, "normalised": float(np.sign(raw) * (raw / mean_ceiling) ** 2),
+            "per_subject": per_subject, "ceiling_per_subject": ceiling}
+
+
+__all__ = ["cka", "cka_gram", "compare_rdms", "off_diagonal", "rdm", "rdm_benchmark_score", "rdm_ceiling",
+           "rdm_scores", "rsa", "rsm", "similarity_scores", "spearman", "upper_triangle", "SIMILARITY_KINDS"]
