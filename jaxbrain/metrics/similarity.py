@@ -1,8 +1,8 @@
 """Representational similarity: RDMs (correlation distance), RSA (Spearman over upper triangles), unbiased CKA,
 and RDM benchmarks scored against per-subject similarity matrices.
 
-All functions are jitted and batched over leading axes (`features` (..., n, d) against `responses` (n, t) or
-(..., n, t)). The score experiment's "c" variants compare features with responses and the "ve" variants compare
+The RDM/RSA/CKA functions are jitted and batched over leading axes (`features` (..., n, d) against `responses`
+(n, t) or (..., n, t)); the RDM-benchmark functions are float64 NumPy. The score experiment's "c" variants compare features with responses and the "ve" variants compare
 ridge predictions with responses: `rsa(features, responses)`, `rsa(predictions, responses)`, and likewise `cka`.
 
 RDM benchmarks (as Brain-Score scores its RSM-based fMRI benchmarks). A subject contributes one (n, n) matrix over
@@ -157,60 +157,53 @@ def similarity_scores(features, responses, predictions=None) -> dict[str, float]
 
 
 # ---------------------------------------------------------------------------------------------------------------
-# RDM benchmarks
+# RDM benchmarks (float64 NumPy: a few (n, n) matrices per layer, nothing to compile)
 
 SIMILARITY_KINDS = ("similarity", "dissimilarity")
-_CORRELATIONS = {"pearson": _pearson, "spearman": _spearman}
+CORRELATIONS = ("pearson", "spearman")
 
 
-def off_diagonal(square):
+def off_diagonal(square) -> np.ndarray:
     """The n(n-1) entries of (..., n, n) off the diagonal, row by row."""
-    square = jnp.asarray(square)
-    rows, cols = np.nonzero(~np.eye(square.shape[-1], dtype=bool))
-    return square[..., rows, cols]
+    square = np.asarray(square)
+    return square[..., ~np.eye(square.shape[-1], dtype=bool)]
 
 
-@jax.jit
-def rsm(patterns):
-    """Representational similarity matrix: Pearson r between the rows (stimuli) of `patterns` (..., n, d)."""
-    return jnp.vectorize(lambda x: 1.0 - _rdm(x), signature="(n,d)->(n,n)")(jnp.asarray(patterns))
+def rsm(patterns) -> np.ndarray:
+    """Representational similarity matrix (n, n): Pearson r between the rows (stimuli) of `patterns` (n, d)."""
+    x = np.asarray(patterns, dtype=np.float64)
+    if x.ndim != 2:
+        raise ValueError(f"rsm: expected (stimuli, dims) patterns, got shape {x.shape}")
+    return np.corrcoef(x)
 
 
-def _subject_matrices(matrices) -> jax.Array:
+def _row_correlations(a: np.ndarray, b: np.ndarray) -> np.ndarray:
+    """Pearson r between matching rows of a and b (..., m)."""
+    a = a - a.mean(axis=-1, keepdims=True)
+    b = b - b.mean(axis=-1, keepdims=True)
+    return (a * b).sum(axis=-1) / np.sqrt((a * a).sum(axis=-1) * (b * b).sum(axis=-1))
+
+
+def _subject_vectors(matrices) -> np.ndarray:
     m = np.asarray(matrices, dtype=np.float64)
     if m.ndim != 3 or m.shape[1] != m.shape[2] or m.shape[1] < 3:
         raise ValueError(f"subject matrices must be (subjects, n, n) with n >= 3, got shape {m.shape}")
     if m.shape[0] < 2:
         raise ValueError(f"an RDM ceiling needs at least 2 subjects, got {m.shape[0]}")
-    bad = ~np.isfinite(off_diagonal(m))
+    v = off_diagonal(m)
+    bad = ~np.isfinite(v)
     if bad.any():
         raise ValueError(f"subject matrices have {int(bad.sum())} NaN/inf off-diagonal entries "
                          f"(subjects {np.unique(np.nonzero(bad)[0]).tolist()})")
-    return jnp.asarray(m)
-
-
-@jax.jit
-def _leave_one_out(v):
-    others = (v.sum(axis=0, keepdims=True) - v) / (v.shape[0] - 1)
-    return jax.vmap(_pearson)(v, others)
+    return v
 
 
 def rdm_ceiling(subject_matrices) -> np.ndarray:
     """Per-subject ceiling (subjects,): Pearson r over the off-diagonal entries between each subject's matrix and
     the mean of the other subjects' matrices. `subject_matrices` (subjects, n, n), all of one kind."""
-    return np.asarray(_leave_one_out(off_diagonal(_subject_matrices(subject_matrices))))
-
-
-def _check_kind(kind: str, correlation: str) -> None:
-    if kind not in SIMILARITY_KINDS:
-        raise ValueError(f"kind must be one of {SIMILARITY_KINDS}, got {kind!r}")
-    if correlation not in _CORRELATIONS:
-        raise ValueError(f"correlation must be one of {sorted(_CORRELATIONS)}, got {correlation!r}")
-
-
-@jax.jit(static_argnames="correlation")
-def _model_vs_subjects(model, subjects, correlation):
-    return jax.vmap(lambda s: _CORRELATIONS[correlation](model, s))(subjects)
+    v = _subject_vectors(subject_matrices)
+    others = (v.sum(axis=0, keepdims=True) - v) / (v.shape[0] - 1)
+    return _row_correlations(v, others)
 
 
 def rdm_scores(model_rsm, subject_matrices, *, kind: str = "similarity", correlation: str = "pearson") -> np.ndarray:
@@ -219,13 +212,21 @@ def rdm_scores(model_rsm, subject_matrices, *, kind: str = "similarity", correla
     `kind` declares the subject matrices ("similarity" or "dissimilarity", then negated); `correlation` is
     "pearson" or "spearman" (ties averaged).
     """
-    _check_kind(kind, correlation)
-    subjects = _subject_matrices(subject_matrices)
-    model = jnp.asarray(model_rsm)
-    if model.shape != subjects.shape[1:]:
-        raise ValueError(f"model RSM {model.shape} and subject matrices {subjects.shape[1:]} differ in size")
-    sign = 1.0 if kind == "similarity" else -1.0
-    return np.asarray(_model_vs_subjects(off_diagonal(model), sign * off_diagonal(subjects), correlation))
+    if kind not in SIMILARITY_KINDS:
+        raise ValueError(f"kind must be one of {SIMILARITY_KINDS}, got {kind!r}")
+    if correlation not in CORRELATIONS:
+        raise ValueError(f"correlation must be one of {CORRELATIONS}, got {correlation!r}")
+    subjects = _subject_vectors(subject_matrices) * (1.0 if kind == "similarity" else -1.0)
+    model = np.asarray(model_rsm, dtype=np.float64)
+    if model.shape != (np.shape(subject_matrices)[1],) * 2:
+        raise ValueError(f"model RSM {model.shape} and subject matrices {np.shape(subject_matrices)[1:]} differ "
+                         "in size")
+    model = off_diagonal(model)
+    if correlation == "spearman":
+        from scipy.stats import rankdata
+
+        model, subjects = rankdata(model), rankdata(subjects, axis=-1)
+    return _row_correlations(model[None], subjects)
 
 
 def rdm_benchmark_score(features, subject_matrices, *, kind: str = "similarity", correlation: str = "pearson",
@@ -244,4 +245,5 @@ def rdm_benchmark_score(features, subject_matrices, *, kind: str = "similarity",
 
 
 __all__ = ["cka", "cka_gram", "compare_rdms", "off_diagonal", "rdm", "rdm_benchmark_score", "rdm_ceiling",
-           "rdm_scores", "rsa", "rsm", "similarity_scores", "spearman", "upper_triangle", "SIMILARITY_KINDS"]
+           "rdm_scores", "rsa", "rsm", "similarity_scores", "spearman", "upper_triangle", "CORRELATIONS",
+           "SIMILARITY_KINDS"]
