@@ -275,13 +275,14 @@ def channel_time_ceiling(trials: np.ndarray) -> np.ndarray:
     """Noise ceiling (percent) per channel and time from trials (n_stimuli, repeats, n_channels, n_times).
 
     The trials are reshaped to (n_channels * n_times, n_stimuli, repeats) for `jaxbrain.metrics.noise_ceiling`
-    (n = repeats averaged per stimulus) and the result is shaped back to (n_channels, n_times).
+    (n = the number of repeat slots, as the paper's reference; equal to every stimulus's count in the releases)
+    and the result is shaped back to (n_channels, n_times).
     """
     from jaxbrain import metrics
 
     n_stim, reps, n_ch, n_t = trials.shape
     units = np.transpose(trials, (2, 3, 0, 1)).reshape(n_ch * n_t, n_stim, reps)
-    return np.asarray(metrics.noise_ceiling(units), dtype=np.float32).reshape(n_ch, n_t)
+    return np.asarray(metrics.noise_ceiling(units, unequal_repeats="slots"), dtype=np.float32).reshape(n_ch, n_t)
 
 
 # ---- assembling a benchmark -----------------------------------------------------------------------------------

@@ -129,7 +129,7 @@ def _zscore(x: np.ndarray, where: str) -> np.ndarray:
     """Each column standardised across rows (population SD, as scipy.stats.zscore)."""
     mean, std = x.mean(0), x.std(0)
     if (std == 0).any():
-        raise ThingsFormatError(f"{where}: {int((std == 0).sum())} voxels are constant across trials")
+        raise ThingsFormatError(f"{where}: {int((std == 0).sum())} voxels are constant across the images")
     return (x - mean) / std
 
 
