@@ -102,7 +102,7 @@ def scoring_problem(dataset: neural.NeuralDataset, config: ScoringConfig) -> Sco
         blocks[subject] = (np.array([position[str(i)] for i in (*train_ids, *test_ids)]), len(train_ids))
         for roi in dataset.rois:
             ceiling = dataset.ceiling(subject, roi)
-            kept = scoring.kept_targets(ceiling, dataset.modality, config.min_ceiling)
+            kept = dataset.scored_targets(subject, roi, config.min_ceiling)
             if not kept.any():
                 raise ValueError(f"{dataset.name}: subject {subject}, ROI {roi}: no target passes the ceiling "
                                  "threshold")

@@ -41,15 +41,6 @@ def normalise(r: np.ndarray, ceiling_percent: np.ndarray) -> np.ndarray:
     return np.asarray(r) / np.sqrt(np.asarray(ceiling_percent) / 100.0 + CEILING_EPS)
 
 
-def kept_targets(ceiling_percent: np.ndarray, modality: str, min_ceiling: float = 10.0) -> np.ndarray:
-    """Targets scored: EEG/MEG need sqrt(NC/100) > 0.1; other modalities NC >= `min_ceiling` percent."""
-    nc = np.asarray(ceiling_percent, dtype=np.float64)
-    finite = np.isfinite(nc)
-    if modality in ("eeg", "meg"):
-        return finite & (np.sqrt(np.clip(nc, 0, None) / 100.0) > 0.1)
-    return finite & (nc >= min_ceiling)
-
-
 @dataclasses.dataclass(frozen=True)
 class LayerScore:
     """Scores of one layer for one (subject, ROI): outer-CV folds and the refit on the whole train split."""

@@ -20,7 +20,8 @@ from jaxbrain import launch, results
 from jaxbrain.data import neural, prepare
 
 ROOT = pathlib.Path(__file__).resolve().parents[1]
-TINY = ["--config", "configs/quickstart.py:scale=0.1", "--config.benchmarks=planted_ephys",
+TINY = ["--config", "configs/quickstart.py:scale=0.1,control=false", "--config.benchmarks=planted_ephys",
+        "--config.models.tiny_cnn_generator.layers=conv1+conv3",
         "--config.progress=false", "--config.similarity=false"]
 GENERATOR_ONLY = {"generator": {"name": "tiny_cnn", "weights": "", "seed": 0, "layers": ("conv1", "conv3")}}
 KILL_DRIVER = """

@@ -462,8 +462,9 @@ def _node_digest(node: h5py.Dataset) -> str:
 
 
 def _checksums(f: h5py.File) -> dict[str, str]:
-    """Digest of every array outside the stimuli group, and the stimuli's own content digest."""
-    out = {}
+    """Digest of every array outside the stimuli group, of the file's attributes (how it is scored, e.g. its
+    target filter), and the stimuli's own content digest."""
+    out = {"attributes": _attributes_digest(f)}
 
     def visit(name, node):
         if isinstance(node, h5py.Dataset) and not name.startswith("stimuli/"):
@@ -473,6 +474,11 @@ def _checksums(f: h5py.File) -> dict[str, str]:
     if "stimuli" in f:
         out["stimuli"] = str(f["stimuli"].attrs.get("digest", ""))
     return out
+
+
+def _attributes_digest(f: h5py.File) -> str:
+    attrs = {k: _strings(v) if np.ndim(v) else str(v) for k, v in f.attrs.items() if k != "checksums"}
+    return hashlib.sha256(json.dumps(attrs, sort_keys=True).encode()).hexdigest()
 
 
 def _content_digest(checksums: Mapping[str, str]) -> str:
@@ -486,6 +492,9 @@ class _Verifier:
         self.path = path
         self.stored = json.loads(f.attrs["checksums"]) if "checksums" in f.attrs else None
         self.checksums = dict(self.stored) if self.stored is not None else _checksums(f)
+        if self.stored is not None and self.stored.get("attributes", _attributes_digest(f)) != _attributes_digest(f):
+            raise NeuralDataError(f"{path}: the file's attributes (name, subjects, ROIs, target filter, ...) do not "
+                                  "match the checksum stored when it was written; prepare the dataset again")
 
     def check(self, f: h5py.File, key: str) -> None:
         if self.stored is not None and key in self.stored and _node_digest(f[key]) != self.stored[key]:
