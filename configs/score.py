@@ -27,7 +27,7 @@ def base_config() -> ml_collections.ConfigDict:
     config.on_change = "new"            # rerun with other settings: "new" scores them beside the old; "refuse"
     config.benchmarks = ()
     config.models = ml_collections.ConfigDict()
-    config.features = ml_collections.ConfigDict(dict(keep="gram", projection_dim=30000, seed=0))
+    config.features = ml_collections.ConfigDict(dict(keep="gram", projection_dim=30000, seed=0, dtype="float32"))
     config.ridge = ml_collections.ConfigDict(dict(alphas=tuple(DEFAULT_ALPHAS.tolist()),
                                                   alpha_per_target=False))
     config.cv = ml_collections.ConfigDict(dict(n_splits=5, shuffle=False))

@@ -78,6 +78,22 @@ def describe(label: str, name: str, *, pretrained: bool, given: Mapping[str, Any
                 compute=samples * flops)
 
 
+class Describer:
+    """The inventory row of one scored model, computed once (it compiles a forward for the FLOPs) and only when
+    asked; `given` is what the config entry and the checkpoint's metadata file say."""
+
+    def __init__(self, label: str, name: str, weights: str, entry: Mapping[str, Any]):
+        self.label, self.name, self.weights = label, name, weights
+        self.given = json.loads(json.dumps({**checkpoint_metadata(weights), **dict(entry)}, default=str))
+        self._row: dict | None = None
+
+    def __call__(self) -> dict:
+        if self._row is None:
+            self._row = {**describe(self.label, self.name, pretrained=bool(self.weights), given=self.given),
+                         "given": self.given}
+        return self._row
+
+
 def model_entry(name: str, samples: float | None = None) -> dict:
     """The row of registry model `name` as pretrained per its spec; `samples` overrides D."""
     return describe(name, name, pretrained=True, given={} if samples is None else {"samples": samples})

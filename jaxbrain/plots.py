@@ -6,7 +6,6 @@ the path(s).
 
 from __future__ import annotations
 
-import os
 import pathlib
 from typing import Mapping
 
@@ -34,11 +33,9 @@ def _colours(n: int):
 
 def _save(fig, path) -> pathlib.Path:
     path = pathlib.Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(f".{path.name}.tmp.png")
-    fig.savefig(tmp, dpi=120, bbox_inches="tight")
+    results._atomic_write(path, lambda handle: fig.savefig(handle, format="png", dpi=120, bbox_inches="tight"),
+                          binary=True)
     plt.close(fig)
-    os.replace(tmp, path)
     return path
 
 
@@ -85,11 +82,20 @@ def scaling_curves(points: pd.DataFrame, fits: Mapping[str, object], path, *, xl
     return _save(fig, path)
 
 
+def _test_intervals(table: pd.DataFrame, metric: str) -> dict:
+    """(model, benchmark, roi) -> (cross-subject test value, ci_low, ci_high) where results carry intervals."""
+    if "ci_low" not in table:
+        return {}
+    rows = table[(table["stage"] == "test") & (table["metric"] == metric) & (table["subject"].astype(str) == "all")]
+    return {(r.model, r.benchmark, r.roi): (r.value, r.ci_low, r.ci_high) for r in rows.itertuples()}
+
+
 def layer_profile(table: pd.DataFrame, path, *, metric: str = "r_nc") -> pathlib.Path:
     """Cross-subject mean cv score against normalised layer depth, one panel per (benchmark, roi).
 
     `table` holds results.csv rows; stage "cv" rows give the profile (one line per model) and the layer of
-    the stage "test" rows, the committed layer, is marked with a star.
+    the stage "test" rows, the committed layer, is marked with a star; the square beside it is the test score
+    with its 95 % bootstrap interval.
     """
     needed = {"model", "benchmark", "subject", "roi", "layer", "depth", "stage", "metric", "value"}
     missing = needed - set(table.columns)
@@ -102,6 +108,7 @@ def layer_profile(table: pd.DataFrame, path, *, metric: str = "r_nc") -> pathlib
     prof = results.cross_subject_mean(cv, keys)
     committed = (table[table["stage"] == "test"].groupby(["model", "benchmark", "roi"])["layer"]
                  .agg(lambda s: s.astype(str).iloc[0]))
+    test_ci = _test_intervals(table, metric)
     panels = list(prof.groupby(["benchmark", "roi"], sort=True).groups)
     models = sorted(prof["model"].unique())
     colours = dict(zip(models, _colours(len(models))))
@@ -118,6 +125,11 @@ def layer_profile(table: pd.DataFrame, path, *, metric: str = "r_nc") -> pathlib
             mark = rows[rows["layer"].astype(str) == layer] if layer is not None else rows.iloc[:0]
             if len(mark):
                 ax.plot(mark["depth"], mark["value"], "*", ms=14, color=colours[model], markeredgecolor="k")
+                interval = test_ci.get((model, bench, roi))
+                if interval is not None and np.all(np.isfinite(interval[1:])):
+                    depth = float(mark["depth"].iloc[0])
+                    ax.errorbar([depth], [interval[0]], yerr=[[interval[0] - interval[1]], [interval[2] - interval[0]]],
+                                fmt="s", ms=4, color=colours[model], capsize=3, alpha=0.8)
         ax.set_title(f"{bench} / {roi}", fontsize=9)
         ax.set_xlabel("normalised depth")
         ax.set_ylabel(f"cv {metric}")
@@ -127,6 +139,54 @@ def layer_profile(table: pd.DataFrame, path, *, metric: str = "r_nc") -> pathlib
         ax.axis("off")
     axes.flat[0].legend(fontsize=7, frameon=False)
     fig.suptitle("Layer profiles (star: committed layer)", fontsize=10)
+    return _save(fig, path)
+
+
+def layer_roi_heatmap(table: pd.DataFrame, path, *, metric: str = "r_nc") -> pathlib.Path:
+    """Appendix D layout: cross-subject mean cv score of every candidate layer (rows, by depth) and ROI (columns),
+    one panel per (model, benchmark); the committed layer of each ROI is outlined."""
+    cv = table[(table["stage"] == "cv") & (table["metric"] == metric)]
+    if cv.empty:
+        raise ValueError(f"layer_roi_heatmap: no rows with stage 'cv' and metric {metric!r}")
+    prof = results.cross_subject_mean(cv, ["model", "benchmark", "roi", "layer", "depth"])
+    committed = (table[table["stage"] == "test"].groupby(["model", "benchmark", "roi"])["layer"]
+                 .agg(lambda s: s.astype(str).iloc[0]))
+    panels = list(prof.groupby(["model", "benchmark"], sort=False).groups)
+    fig, axes = plt.subplots(1, len(panels), figsize=(3.0 + 0.5 * prof["roi"].nunique(), 3.5), squeeze=False,
+                             constrained_layout=True)
+    for ax, (model, bench) in zip(axes.flat, panels):
+        sub = prof[(prof["model"] == model) & (prof["benchmark"] == bench)]
+        grid = sub.pivot_table(index=["depth", "layer"], columns="roi", values="value", sort=True)
+        image = ax.imshow(grid.to_numpy(), aspect="auto", cmap="viridis", origin="lower")
+        ax.set_xticks(range(grid.shape[1]), grid.columns, rotation=90, fontsize=7)
+        ax.set_yticks(range(grid.shape[0]), [layer for _, layer in grid.index], fontsize=6)
+        layers = [layer for _, layer in grid.index]
+        for j, roi in enumerate(grid.columns):
+            chosen = committed.get((model, bench, roi))
+            if chosen in layers:
+                ax.add_patch(plt.Rectangle((j - 0.5, layers.index(chosen) - 0.5), 1, 1, fill=False, lw=1.5,
+                                           edgecolor="w"))
+        ax.set_title(f"{model} / {bench}", fontsize=8)
+        fig.colorbar(image, ax=ax, shrink=0.8, label=f"cv {metric}")
+    return _save(fig, path)
+
+
+def time_courses(curves: pd.DataFrame, path, *, title: str = "") -> pathlib.Path:
+    """r(t) per ROI (rows of `maps.time_courses`): thin lines per subject, a thick line for their mean."""
+    rois = list(dict.fromkeys(curves["roi"]))
+    fig, axes = plt.subplots(1, len(rois), figsize=(3.2 * len(rois), 2.8), squeeze=False, sharey=True,
+                             constrained_layout=True)
+    for ax, roi in zip(axes.flat, rois):
+        for subject, rows in curves[curves["roi"] == roi].groupby("subject"):
+            mean = subject == "all"
+            ax.plot(rows["time"], rows["r"], lw=2.0 if mean else 0.7, alpha=1.0 if mean else 0.5,
+                    color="k" if mean else None, label="mean" if mean else None)
+        ax.axhline(0, lw=0.5, color="grey")
+        ax.set_title(roi, fontsize=9)
+        ax.set_xlabel("time")
+    axes.flat[0].set_ylabel("test r")
+    axes.flat[0].legend(fontsize=7, frameon=False)
+    fig.suptitle(f"r(t){': ' + title if title else ''}", fontsize=10)
     return _save(fig, path)
 
 

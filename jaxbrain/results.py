@@ -160,6 +160,14 @@ class Unit:
         if flush:
             self.store.flush()
 
+    def inventory(self) -> dict:
+        """The model inventory row kept with the unit (see jaxbrain.inventory), or {}."""
+        path = self.path / "inventory.json"
+        return json.loads(path.read_text()) if path.is_file() else {}
+
+    def put_inventory(self, row: Mapping[str, Any]) -> None:
+        write_json(self.path / "inventory.json", dict(row))
+
     def has_arrays(self, name: str) -> bool:
         return (self.path / "arrays" / f"{name}.npz").is_file()
 
@@ -213,9 +221,18 @@ class ResultStore:
                 table[column] = "" if column == "fingerprint" else np.nan
         table = table[list(COLUMNS)]
         table["fingerprint"] = table["fingerprint"].fillna("").astype(str)
+        table = self._with_inventory(table)
         table = self._with_differing_settings(table)
         if fingerprints is not None:
             table = table[table["fingerprint"].isin(set(fingerprints))].reset_index(drop=True)
+        return table
+
+    def _with_inventory(self, table: pd.DataFrame) -> pd.DataFrame:
+        """Each unit's model inventory (source, family, N, D, FLOPs, ...) as columns of its rows."""
+        rows = {u.fingerprint: u.inventory() for u in self.units()}
+        columns = [c for c in dict.fromkeys(k for row in rows.values() for k in row) if c not in ("model", "given")]
+        for column in columns:
+            table[column] = table["fingerprint"].map(lambda fp, c=column: rows.get(fp, {}).get(c))
         return table
 
     def _with_differing_settings(self, table: pd.DataFrame) -> pd.DataFrame:

@@ -341,18 +341,20 @@ def build_sensor_dataset(name: str, modality: str, subjects: Mapping[str, Sensor
         same = all(len(v) == len(first) and np.array_equal(v, first) for v in per.values())
         stimulus_ids[split] = np.asarray(first, dtype=str) if same else {s: np.asarray(v, dtype=str)
                                                                           for s, v in per.items()}
-    responses, ceilings = {}, {}
+    responses, ceilings, channels = {}, {}, {}
     for s in names:
         sub = subjects[s]
         idx = roi_channels(sub.ch_names, rois, source=f"{source} ({s})")
         for roi in rois:
+            channels[(s, roi)] = [sub.ch_names[i] for i in idx[roi]]
             ceilings[(s, roi)] = np.ascontiguousarray(sub.ceiling[idx[roi]])
             for split in splits:
                 responses[(split, s, roi)] = np.ascontiguousarray(sub.responses[split][:, idx[roi]])
     all_ids = sorted({str(i) for s in names for split in splits for i in subjects[s].ids[split]})
     stimuli = stimulus_set_for(images, all_ids, source=source)
     ds = NeuralDataset(name=name, modality=modality, subjects=names, rois=list(rois), splits=splits,
-                       stimulus_ids=stimulus_ids, responses=responses, noise_ceilings=ceilings, stimuli=stimuli)
+                       stimulus_ids=stimulus_ids, responses=responses, noise_ceilings=ceilings, stimuli=stimuli,
+                       channels=channels, times=np.asarray(subjects[names[0]].times, np.float64))
     ds.validate(source=source)
     return ds
 

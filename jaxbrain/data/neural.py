@@ -9,6 +9,10 @@ On disk a dataset is one HDF5 file in the layout the reference code reads:
     {split}/neural_data/{subject}/{roi}      (n_stim, n_targets) or (n_stim, n_channels, n_times) float
     noise_ceilings/{subject}/{roi}           (n_targets,) or (n_channels, n_times), percent explained variance
     stimuli/                                 the StimulusSet (see jaxbrain.data.stimulus_set)
+    targets/coordinates/{subject}/{roi}      optional (n_targets, 3) voxel indices (fMRI), with
+    targets/volumes/{subject}/{shape,affine} the subject's volume shape (3,) and affine (4, 4)
+    targets/channels/{subject}/{roi}         optional channel names of channel x time targets (EEG/MEG), with
+    targets/times                            the time of each sample in seconds
 
 Build one from raw trials with `from_trials`; write it with `save` (atomic) and read it with `load`.
 Scoring asks `dataset.scored_targets(subject, roi, min_ceiling)` which targets count; the answer follows the
@@ -74,6 +78,13 @@ class NeuralDataset:
     max_nc: float = MAX_NC
     digest: str = ""  # content digest of the file it was loaded from (checksums of every array and the stimuli)
     target_filter: str | None = None    # None: by modality (see `scoring_filter`)
+    # Where each target is, for per-target maps (all optional): voxel indices per (subject, roi) and each subject's
+    # volume {"shape": (X, Y, Z), "affine": (4, 4)} (fMRI); channel names per (subject, roi) and sample times in
+    # seconds (EEG/MEG).
+    coordinates: dict = dataclasses.field(default_factory=dict)
+    volumes: dict = dataclasses.field(default_factory=dict)
+    channels: dict = dataclasses.field(default_factory=dict)
+    times: np.ndarray | None = None
 
     def ids(self, split: str, subject: str) -> np.ndarray:
         """Stimulus ids (str array) of `split` as seen by `subject`."""
@@ -250,6 +261,28 @@ def validate(ds: NeuralDataset, source: str = "<memory>") -> None:
                 if a.shape[1:] != nc.shape:
                     raise NeuralDataError(f"{where}: shape mismatch: targets {a.shape[1:]} vs noise ceilings "
                                           f"{nc.shape}")
+    _check_target_info(ds, src)
+
+
+def _check_target_info(ds: NeuralDataset, src: str) -> None:
+    """Coordinates and channel names must have one entry per target; times one per sample."""
+    for (subject, roi), xyz in ds.coordinates.items():
+        where = _where(src, None, subject, roi)
+        xyz, n = np.asarray(xyz), int(np.prod(ds.target_shape(subject, roi)))
+        if xyz.shape != (n, 3):
+            raise NeuralDataError(f"{where}: coordinates of shape {xyz.shape}, expected ({n}, 3)")
+        volume = ds.volumes.get(subject)
+        if volume is None or np.any(xyz < 0) or np.any(xyz >= np.asarray(volume["shape"])):
+            raise NeuralDataError(f"{where}: coordinates lie outside the subject's volume "
+                                  f"{None if volume is None else tuple(volume['shape'])}")
+    for (subject, roi), names in ds.channels.items():
+        shape = ds.target_shape(subject, roi)
+        if len(shape) != 2 or len(names) != shape[0]:
+            raise NeuralDataError(f"{_where(src, None, subject, roi)}: {len(names)} channel names for targets "
+                                  f"shaped {shape}")
+        if ds.times is not None and len(ds.times) != shape[1]:
+            raise NeuralDataError(f"{_where(src, None, subject, roi)}: {len(ds.times)} sample times for "
+                                  f"{shape[1]} samples")
 
 
 # ---------------------------------------------------------------------------------------------------------------
@@ -443,11 +476,48 @@ def _write(ds: NeuralDataset, f: h5py.File, embed_stimuli: bool, stimuli_digest:
     for subject in ds.subjects:
         for roi in ds.rois:
             f.create_dataset(f"noise_ceilings/{subject}/{roi}", data=np.asarray(ds.noise_ceilings[(subject, roi)]))
+    _write_target_info(ds, f)
     if ds.stimuli is not None:
         group = f.create_group("stimuli")
         ds.stimuli.to_hdf5(group, embed=embed_stimuli)
         group.attrs["digest"] = stimuli_digest
     f.attrs["checksums"] = json.dumps(_checksums(f), sort_keys=True)
+
+
+def _write_target_info(ds: NeuralDataset, f: h5py.File) -> None:
+    for (subject, roi), xyz in ds.coordinates.items():
+        f.create_dataset(f"targets/coordinates/{subject}/{roi}", data=np.asarray(xyz, np.int32))
+    for subject, volume in ds.volumes.items():
+        f.create_dataset(f"targets/volumes/{subject}/shape", data=np.asarray(volume["shape"], np.int64))
+        f.create_dataset(f"targets/volumes/{subject}/affine", data=np.asarray(volume["affine"], np.float64))
+    for (subject, roi), names in ds.channels.items():
+        f.create_dataset(f"targets/channels/{subject}/{roi}", data=_str_array(names), dtype=h5py.string_dtype())
+    if ds.times is not None:
+        f.create_dataset("targets/times", data=np.asarray(ds.times, np.float64))
+
+
+def _read_target_info(f: h5py.File, verifier: "_Verifier") -> dict:
+    """coordinates, volumes, channels and times as stored by `_write_target_info` (checked against checksums)."""
+    info = {"coordinates": {}, "volumes": {}, "channels": {}, "times": None}
+    if "targets" not in f:
+        return info
+
+    def visit(name, node):
+        if not isinstance(node, h5py.Dataset):
+            return
+        verifier.check(f, f"targets/{name}")
+        kind, *rest = name.split("/")
+        if kind == "coordinates":
+            info["coordinates"][tuple(rest)] = node[()]
+        elif kind == "volumes":
+            info["volumes"].setdefault(rest[0], {})[rest[1]] = node[()]
+        elif kind == "channels":
+            info["channels"][tuple(rest)] = _strings(node[()])
+        elif kind == "times":
+            info["times"] = node[()]
+
+    f["targets"].visititems(visit)
+    return info
 
 
 def _node_digest(node: h5py.Dataset) -> str:
@@ -619,6 +689,7 @@ def load(path, *, lazy: bool = False, validate: bool = True, verify: bool = Fals
                 verifier.check(f, key)
                 ceilings[(subject, roi)] = f[key][()]
         stimuli = StimulusSet.from_hdf5(f["stimuli"]) if "stimuli" in f else None
+        target_info = _read_target_info(f, verifier)
     if verify:
         verifier.check_stimuli(stimuli)
     if lazy:
@@ -626,7 +697,8 @@ def load(path, *, lazy: bool = False, validate: bool = True, verify: bool = Fals
                                    verifier)
     ds = NeuralDataset(name=name, modality=modality, subjects=subjects, rois=rois, splits=splits,
                        stimulus_ids=stimulus_ids, responses=responses, noise_ceilings=ceilings, stimuli=stimuli,
-                       max_nc=max_nc, digest=_content_digest(verifier.checksums), target_filter=target_filter)
+                       max_nc=max_nc, digest=_content_digest(verifier.checksums), target_filter=target_filter,
+                       **target_info)
     if validate:
         ds.validate(str(path))
     return ds

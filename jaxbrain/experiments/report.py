@@ -26,6 +26,32 @@ def _table_section(table: pd.DataFrame, workdir: pathlib.Path, metric: str) -> l
             f"([CSV]({csv_path.name}))", ""]
 
 
+def _intervals_section(table: pd.DataFrame) -> list[str]:
+    """Cross-subject test r_NC per model, benchmark and ROI with its 95 % bootstrap interval."""
+    if "ci_low" not in table:
+        return []
+    rows = table[(table["stage"] == "test") & (table["metric"] == "r_nc") & (table["subject"].astype(str) == "all")]
+    if rows.empty:
+        return []
+    shown = pd.DataFrame({"model": rows.model, "benchmark": rows.benchmark, "roi": rows.roi, "layer": rows.layer,
+                          "r_NC [95 % CI]": [f"{v:.3f} [{lo:.3f}, {hi:.3f}]" for v, lo, hi in
+                                             zip(rows.value, rows.ci_low, rows.ci_high)]})
+    return ["## Test scores with intervals", "", "95 % bootstrap intervals over test stimuli and subjects "
+            "(`python -m jaxbrain.launch --config configs/compare.py` gives paired differences).", "",
+            plots.markdown_table(shown), ""]
+
+
+def _inventory_section(table: pd.DataFrame) -> list[str]:
+    """Table S2 layout: what each scored model is (from the inventory columns of results.csv)."""
+    from jaxbrain import inventory
+
+    models = inventory.from_results(table)
+    if models.empty:
+        return []
+    shown = models.rename(columns={"params": "N", "samples": "D", "compute": "C = D x FLOPs"})
+    return ["## Models (Table S2 layout)", "", plots.markdown_table(shown, digits=0), ""]
+
+
 def _scaling_section(config, table, workdir: pathlib.Path) -> tuple[list[str], dict]:
     from jaxbrain import inventory as inventory_lib
 
@@ -74,6 +100,7 @@ def build_report(table: pd.DataFrame, workdir: pathlib.Path, *, source: str = ""
             lines += _table_section(table, workdir, metric)
             summary["tables"][metric] = f"scores_{_slug(metric)}.csv"
 
+    lines += _intervals_section(table) + _inventory_section(table)
     cv = table[(table["stage"] == "cv") & (table["metric"] == "r_nc")]
     if not cv.empty:
         lines += ["## Layer profiles", "", "Cross-subject mean cv r_nc against normalised depth; the star marks the "

@@ -16,7 +16,7 @@ import logging
 import pathlib
 
 import jax
-from jaxbrain import claims, features, identity, pipeline, planted, plots, results, summary
+from jaxbrain import claims, features, identity, inventory, maps, pipeline, planted, plots, results, summary
 from jaxbrain.data import prepare
 from jaxbrain.models import loading
 
@@ -65,13 +65,16 @@ def score_unit(unit, spec, model: dict, dataset, config, workdir: pathlib.Path, 
                                 layer_names, keep=keep, batch_size=config.batch_size,
                                 out_dir=workdir / "features" / unit.fingerprint,
                                 projection_dim=config.features.projection_dim, seed=config.features.seed,
-                                progress=config.progress)
+                                dtype=config.features.get("dtype", "float32"), progress=config.progress)
 
     scoring_config = pipeline.ScoringConfig.from_config(config)
     scores = pipeline.score_model(extract, dataset, model["layers"], dict(zip(spec.layers, spec.depths)),
                                   scoring_config, gram=keep == "gram", cache=UnitLayers(unit, model["label"],
                                                                                         config.seed))
     warnings = pipeline.warnings(scores, pipeline.scoring_problem(dataset, scoring_config), scoring_config)
+    if scores.has_test:
+        folder = workdir / "targets" / model["label"] / dataset.name
+        maps.write_outputs(scores, dataset, scoring_config.min_ceiling, folder)
     results.write_json(unit.path / "warnings.json", warnings)
     unit.put_rows("test", scores.test_rows(model["label"], config.seed))
 
@@ -105,11 +108,14 @@ def run(config, workdir: pathlib.Path) -> dict:
     units, todo, built, provenance = [], [], {}, identity.provenance()
     for label, model_config in config.models.items():
         spec, model = loading.identify(label, model_config, digests)
+        describe = inventory.Describer(label, spec.name, model["weights"], model_config.get("inventory") or {})
         for dataset, _ in benchmarks.values():
             settings = unit_settings(model, dataset, config)
             unit = store.unit(identity.fingerprint(settings))
             _check_changes(existing, unit.fingerprint, settings, config.get("on_change", "new"))
             unit.describe({"settings": settings, "config": config.to_dict(), "provenance": provenance})
+            if unit.inventory().get("given") != describe.given:
+                unit.put_inventory(describe())
             units.append(unit)
 
             work = functools.partial(score_unit, unit, spec, model, dataset, config, workdir, built)
@@ -126,8 +132,10 @@ def _report(table, benchmarks: dict, models: list[str], warnings: list[str], wor
                                  models)
     headline["warnings"] = warnings
     results.write_json(workdir / "summary.json", headline)
-    plot_paths = [plots.layer_profile(table[table.model == model], workdir / f"layer_profile_{model}.png")
-                  for model in table.model.unique()]
+    plot_paths = []
+    for model in table.model.unique():
+        plot_paths.append(plots.layer_profile(table[table.model == model], workdir / f"layer_profile_{model}.png"))
+        plot_paths.append(plots.layer_roi_heatmap(table[table.model == model], workdir / f"layer_roi_{model}.png"))
     text = summary.format_table({k: v for k, v in headline.items() if k != "warnings"}, warnings)
     results.write_text(workdir / "summary.txt", text + "\n")
     print(text)

@@ -295,7 +295,11 @@ def _subject(root: pathlib.Path, subject: int, design, rois, nc_threshold, n_rep
         if cols.size == 0:
             raise NSDFormatError(f"{beta_dir}: subject {sub!r}, ROI {name!r}: every voxel was invalid in some session")
         per_roi[name] = cols
-    return sub, images, is_test, responses, voxel_nc, per_roi
+    import nibabel as nib
+
+    volume = {"shape": shape, "affine": np.asarray(nib.load(str(beta_dir / "ncsnr.nii.gz")).affine)}
+    return sub, images, is_test, responses, voxel_nc, {roi: (cols, xyz[cols]) for roi, cols in per_roi.items()}, \
+        volume
 
 
 def load_nsd(source_dir, subjects: Sequence[int] = (1, 2, 3, 4, 5, 6, 7, 8), sessions: int = 0,
@@ -316,22 +320,24 @@ def load_nsd(source_dir, subjects: Sequence[int] = (1, 2, 3, 4, 5, 6, 7, 8), ses
     if len(set(roi_names)) != len(roi_names):
         raise ValueError(f"NSD rois: duplicate ROI names in {roi_names}")
     subject_names, stimulus_ids, responses, ceilings = [], {"train": {}, "test": {}}, {}, {}
-    all_images = set()
+    coordinates, volumes, all_images = {}, {}, set()
     for subject in (int(s) for s in subjects):
-        sub, images, is_test, resp, voxel_nc, per_roi = _subject(
+        sub, images, is_test, resp, voxel_nc, per_roi, volumes[f"subj{subject:02d}"] = _subject(
             root, subject, design, rois, nc_threshold, n_repeats_nc, sessions, trial_chunk, outside_nsdgeneral)
         subject_names.append(sub)
         all_images.update(images.tolist())
         ids = np.asarray([f"{k:05d}" for k in images])
         for split, rows in (("train", ~is_test), ("test", is_test)):
             stimulus_ids[split][sub] = ids[rows]
-            for roi, cols in per_roi.items():
+            for roi, (cols, _) in per_roi.items():
                 responses[(split, sub, roi)] = np.ascontiguousarray(resp[rows][:, cols])
-        for roi, cols in per_roi.items():
+        for roi, (cols, xyz) in per_roi.items():
             ceilings[(sub, roi)] = voxel_nc[cols]
+            coordinates[(sub, roi)] = xyz
     kids = np.asarray(sorted(all_images))
     stimuli = StimulusSet.from_brick(brick, "imgBrick", ids=[f"{k:05d}" for k in kids], indices=kids - 1)
     ds = NeuralDataset(name="nsd", modality="fmri", subjects=subject_names, rois=roi_names, splits=["train", "test"],
-                       stimulus_ids=stimulus_ids, responses=responses, noise_ceilings=ceilings, stimuli=stimuli)
+                       stimulus_ids=stimulus_ids, responses=responses, noise_ceilings=ceilings, stimuli=stimuli,
+                       coordinates=coordinates, volumes=volumes)
     ds.validate(str(root))
     return ds
