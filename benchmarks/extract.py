@@ -138,10 +138,11 @@ def jax_rates(name: str, batch: int, iters: int, compute_dtype: str | None = Non
     from flax import nnx
 
     from jaxbrain import features, sharding
+    from jaxbrain.features.forward import cast_floating
     spec, model = _build(name)
     mesh = sharding.data_mesh()
     graphdef, state = nnx.split(model)
-    state = features._cast_floating(state, compute_dtype)
+    state = cast_floating(state, compute_dtype)
     dtype = jnp.dtype(compute_dtype or "float32")
     images_np = np.random.default_rng(0).normal(size=(batch, 224, 224, 3)).astype(np.float32)
     images = sharding.global_batch(images_np, mesh)

@@ -1,5 +1,8 @@
+import collections
 import dataclasses
 import json
+
+import chex
 
 import jax
 import jax.numpy as jnp
@@ -8,6 +11,7 @@ import pytest
 from flax import nnx
 
 from jaxbrain import features, ridge, sharding
+from jaxbrain.features import forward as features_forward
 from jaxbrain.data import stimuli as stimulus_pipeline
 from jaxbrain.models.registry import Preprocessing
 from stimulus_fakes import FakeStimuli
@@ -194,7 +198,13 @@ def test_resume_after_a_crash_gives_the_uninterrupted_result(model, tmp_path):
     for layer in layers:
         np.testing.assert_allclose(resumed[layer], clean[layer], rtol=1e-6, atol=1e-7, err_msg=layer)
     assert sorted(p.name for p in tmp_path.iterdir()) == [
-        "conv1.gram.npy", "conv2.projection.npy", "pool.pooled.npy", "progress.json"]
+        "conv1.gram.npy", "conv1.gram.rowsums.npy", "conv2.projection.npy", "pool.pooled.npy", "progress.json"]
+    # The row sums kept beside K give the correlation-distance RDM of the features
+    gram = features.load_gram(tmp_path, "conv1")
+    x = _direct(model, resumed_stim, resumed_stim.ids)["conv1"].reshape(14, -1)
+    assert gram.dim == x.shape[1]
+    np.testing.assert_allclose(gram.row_sums, x.sum(axis=1), rtol=1e-5, atol=1e-6 * np.abs(x).sum(axis=1).max())
+    np.testing.assert_allclose(gram.correlation_distances(), 1 - np.corrcoef(x), atol=1e-5)
     # Everything finished: nothing is loaded again
     again = features.extract(model, Spec(), _stimuli(14, fail_after=0), resumed_stim.ids, layers,
                              out_dir=tmp_path, **kw)
@@ -216,16 +226,28 @@ def test_float16_storage_and_changed_settings(model, stim, tmp_path):
                          progress=False)
 
 
-def test_one_compile_per_batch_shape(model, stim):
-    before = features.TRACE_COUNTS["forward"], features.TRACE_COUNTS["gram"]
+@pytest.fixture
+def trace_limits(monkeypatch):
+    """Pins how often each compiled step body may be traced: ``trace_limits[name] = n`` wraps the bodies of
+    steps ``name`` in ``chex.assert_max_traces(n)`` (steps not named may not be traced); the step cache starts
+    empty."""
+    chex.clear_trace_counter()
+    monkeypatch.setattr(features_forward, "_STEPS", collections.OrderedDict())
+    limits = {}
+    monkeypatch.setattr(features_forward, "traced",
+                        lambda name, body: chex.assert_max_traces(body, n=limits.get(name, 0)))
+    return limits
+
+
+def test_one_compile_per_batch_shape(model, stim, trace_limits):
+    # one forward trace; the gram store is sized by the number of stimuli, so one trace per N
+    trace_limits.update(forward=1, gram=2)
     kw = dict(keep={"conv1": "gram", "pool": "pooled"}, batch_size=6, progress=False,
               mesh=sharding.data_mesh(jax.devices()[:2]))
     features.extract(model, Spec(), stim, stim.ids, ["conv1", "pool"], **kw)  # 3 batches, the last padded
     features.extract(model, Spec(), stim, stim.ids[:7], ["conv1", "pool"], **kw)
-    after = features.TRACE_COUNTS["forward"], features.TRACE_COUNTS["gram"]
-    # one forward trace; the gram store is sized by the number of stimuli, so one trace per N
-    assert after[0] - before[0] == 1
-    assert after[1] - before[1] == 2
+    with pytest.raises(AssertionError, match="traced > 2"):  # a third N is a third gram trace
+        features.extract(model, Spec(), stim, stim.ids[:5], ["conv1", "pool"], **kw)
 
 
 def test_bad_requests_are_named(model, stim):

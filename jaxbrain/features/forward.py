@@ -1,0 +1,129 @@
+"""The jitted, data-parallel forward of an extraction: every requested layer of one batch, reduced on device.
+
+One compiled step per (model, layer plans, mesh, dtypes) runs the model on a batch split over the mesh's data
+axis and reduces each layer as its plan says (pooled, token map, flattened, projected) before anything leaves
+the device. Compiled steps are kept in a small cache so that repeated extractions with the same model and
+shapes compile once.
+"""
+
+from __future__ import annotations
+
+import collections
+from collections.abc import Callable, Hashable, Mapping, Sequence
+from typing import Any
+
+import jax
+import jax.numpy as jnp
+from flax import nnx
+from jax.sharding import PartitionSpec as P
+
+from jaxbrain import sharding
+from jaxbrain.features.plan import LayerPlan, plan_layers
+from jaxbrain.features.projection import PROJECTION_DIM, project, sparse_projection
+
+_STEPS: collections.OrderedDict = collections.OrderedDict()
+_STEPS_KEPT = 16  # compiled steps kept (a sweep over many models would otherwise keep them all)
+
+
+def traced(name: str, body: Callable) -> Callable:
+    """Every step body passes through here before it is compiled (identity). Tests replace it, e.g. with
+    ``chex.assert_max_traces``, to pin how often each step ``name`` is traced."""
+    return body
+
+
+def compiled_step(key: Hashable, build: Callable[[], Callable]) -> Callable:
+    """The step cached under ``key``, made by ``build()`` on first use (least recently used ones dropped)."""
+    if key in _STEPS:
+        _STEPS.move_to_end(key)
+        return _STEPS[key]
+    _STEPS[key] = step = build()
+    while len(_STEPS) > _STEPS_KEPT:
+        _STEPS.popitem(last=False)
+    return step
+
+
+def cast_floating(state, compute_dtype: str | None):
+    """``state`` with floating leaves cast to ``compute_dtype`` (unchanged for None)."""
+    if compute_dtype is None:
+        return state
+    return jax.tree.map(lambda v: v.astype(compute_dtype) if jnp.issubdtype(v.dtype, jnp.floating) else v, state)
+
+
+def _reduce(a: jax.Array, plan: LayerPlan, projection, dtype) -> jax.Array:
+    b = a.shape[0]
+    if plan.kind == "pooled":
+        out = a if a.ndim == 2 else jnp.mean(a.astype(jnp.float32), axis=tuple(range(1, a.ndim - 1)))
+    elif plan.kind == "tokens":
+        out = a.reshape(b, *plan.feature_shape)
+    else:
+        out = a.reshape(b, -1)
+        if plan.projected:
+            rows, signs, scale = projection
+            out = project(out, rows, signs, scale, plan.feature_shape[0])
+    return out.astype(dtype)
+
+
+def _projections_for(plans: Sequence[LayerPlan], mesh, projection_dim: int, seed: int):
+    """Sparse projections, one per distinct input size, replicated over ``mesh``; and their scales."""
+    projections, scales = {}, []
+    for plan in plans:
+        if plan.projected and plan.flat_dim not in projections:
+            proj = sparse_projection(plan.flat_dim, projection_dim, seed)
+            projections[plan.flat_dim] = jax.device_put((proj.rows, proj.signs), sharding.replicated(mesh))
+            scales.append((plan.flat_dim, proj.scale))
+    return projections, tuple(scales)
+
+
+def _forward_step(graphdef, plans: tuple[LayerPlan, ...], scales: tuple, mesh, dtype: str,
+                  compute_dtype: str | None):
+    def build():
+        scale_of = dict(scales)
+
+        def local(state, images, projections):
+            if compute_dtype is not None:
+                images = images.astype(compute_dtype)
+            _, out = nnx.merge(graphdef, state)(images, train=False)
+            result = {}
+            for plan in plans:
+                proj = None
+                if plan.projected:
+                    rows, signs = projections[plan.flat_dim]
+                    proj = (rows, signs, scale_of[plan.flat_dim])
+                result[plan.layer] = _reduce(out[plan.layer], plan, proj, dtype)
+            return result
+
+        mapped = jax.shard_map(traced("forward", local), mesh=mesh, in_specs=(P(), P(sharding.DATA_AXIS), P()),
+                               out_specs=P(sharding.DATA_AXIS), check_vma=False)
+        return jax.jit(mapped)
+
+    return compiled_step(("forward", graphdef, plans, scales, mesh, dtype, compute_dtype), build)
+
+
+def forward_for_plans(model: nnx.Module, plans: Sequence[LayerPlan], mesh, *, dtype: str = "float32",
+                      seed: int = 0, projection_dim: int = PROJECTION_DIM, compute_dtype: str | None = None):
+    """``forward(images) -> {layer: jax.Array}`` for the given layer plans (see :func:`make_forward`)."""
+    graphdef, state = nnx.split(model)
+    projections, scales = _projections_for(plans, mesh, projection_dim, seed)
+    state = jax.device_put(cast_floating(state, compute_dtype), sharding.replicated(mesh))
+    step = _forward_step(graphdef, tuple(plans), scales, mesh, dtype, compute_dtype)
+
+    def forward(images):
+        with jax.set_mesh(mesh):
+            return step(state, images, projections)
+
+    return forward
+
+
+def make_forward(model: nnx.Module, spec: Any, layers: Sequence[str], keep: str | Mapping[str, str] = "pooled", *,
+                 mesh: jax.sharding.Mesh | None = None, dtype: str = "float32", seed: int = 0,
+                 projection_dim: int = PROJECTION_DIM, compute_dtype: str | None = None):
+    """The jitted, data-parallel per-batch forward of :func:`extract` (without Gram accumulation).
+
+    Returns ``forward(images) -> {layer: jax.Array}`` for a batch-sharded global images array (see
+    :func:`jaxbrain.sharding.global_batch`); "gram" layers come back as flattened features. For benchmarks and
+    for callers that feed their own batches.
+    """
+    mesh = sharding.data_mesh() if mesh is None else mesh
+    plans = plan_layers(model, spec, layers, keep, projection_dim)
+    return forward_for_plans(model, list(plans.values()), mesh, dtype=dtype, seed=seed,
+                             projection_dim=projection_dim, compute_dtype=compute_dtype)
