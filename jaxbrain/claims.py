@@ -21,21 +21,12 @@ import time
 import uuid
 from collections.abc import Callable, Sequence
 
+from jaxbrain.features import store
+
 log = logging.getLogger(__name__)
 
 HEARTBEAT_SECONDS = 5.0
 STALE_AFTER_SECONDS = 60.0
-
-
-def process_alive(pid: int) -> bool:
-    """Whether a process with this PID exists on this host."""
-    try:
-        os.kill(pid, 0)
-    except ProcessLookupError:
-        return False
-    except PermissionError:
-        return True
-    return True
 
 
 class Claim:
@@ -62,7 +53,7 @@ class Claim:
         if holder is None:
             return False
         if holder.get("host") == socket.gethostname() and "pid" in holder:
-            return not process_alive(int(holder["pid"]))
+            return not store.process_alive(int(holder["pid"]))
         try:
             age = time.time() - self.path.stat().st_mtime
         except FileNotFoundError:

@@ -23,8 +23,9 @@ import traceback
 
 import ml_collections
 
+from jaxbrain import config_values, results, sharding
 from jaxbrain import experiments as experiments_pkg
-from jaxbrain import config_values, results
+from jaxbrain.features import store
 
 
 REPOSITORY = pathlib.Path(__file__).resolve().parents[1]
@@ -144,14 +145,15 @@ def launch(config, workdir: str | pathlib.Path):
     experiment = resolve_experiment(config)
     workdir = pathlib.Path(workdir)
     _prepare_workdir(workdir)
-    results.remove_stale_temporaries(workdir)
+    store.remove_stale_temporaries(workdir)
     with _logging_into(workdir):
         try:
             summary = experiment.run(config, workdir)
         except Exception:
             logging.getLogger(__name__).exception("run failed")
             raise
-    results.write_json(workdir / "config.json", config.to_dict())
+    if sharding.is_writer():
+        results.write_json(workdir / "config.json", config.to_dict())
     return summary
 
 
@@ -178,7 +180,28 @@ def _parser() -> argparse.ArgumentParser:
     parser.add_argument("--verify", action="store_true",
                         help="re-read and check every stored checksum (dataset arrays and stimulus images)")
     parser.add_argument("--debug", action="store_true", help="print the traceback of an error")
+    group = parser.add_argument_group("several processes (one jax.distributed run; see launch/)")
+    group.add_argument("--multihost", action="store_true",
+                       help="jax.distributed.initialize() from the cluster's environment (TPU pod, SLURM)")
+    group.add_argument("--coordinator", help="host:port of process 0 (with --num-processes and --process-id)")
+    group.add_argument("--num-processes", type=int)
+    group.add_argument("--process-id", type=int)
     return parser
+
+
+def initialise_processes(args) -> None:
+    """Joins a jax.distributed run when the command line asks for one; CPU processes talk through gloo."""
+    explicit = (args.coordinator, args.num_processes, args.process_id)
+    if any(v is not None for v in explicit) and not all(v is not None for v in explicit):
+        raise LaunchError("--coordinator, --num-processes and --process-id go together")
+    if not (args.multihost or args.coordinator):
+        return
+    import jax
+
+    jax.config.update("jax_cpu_collectives_implementation", "gloo")  # used only by CPU devices
+    kwargs = {} if args.multihost else dict(coordinator_address=args.coordinator, num_processes=args.num_processes,
+                                            process_id=args.process_id)
+    jax.distributed.initialize(**kwargs)
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -187,6 +210,7 @@ def main(argv: list[str] | None = None) -> int:
     overrides = [a for a in argv if a.startswith("--config.")]
     args = parser.parse_args([a for a in argv if not a.startswith("--config.")])
     try:
+        initialise_processes(args)
         config = load_config(args.config)
         for item in overrides:
             key, sep, text = item[len("--config."):].partition("=")

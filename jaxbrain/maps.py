@@ -15,6 +15,7 @@ import numpy as np
 import pandas as pd
 
 from jaxbrain import results
+from jaxbrain.features import store
 from jaxbrain.data import neural
 
 
@@ -62,7 +63,7 @@ def write_nifti(frame: pd.DataFrame, dataset: neural.NeuralDataset, folder: path
         folder.mkdir(parents=True, exist_ok=True)
         image = nib.Nifti1Image(data, np.asarray(volume["affine"], np.float64))
         payload = gzip.compress(image.to_bytes(), mtime=0)
-        results._atomic_write(path, lambda handle, payload=payload: handle.write(payload), binary=True)
+        store.atomic_write(path, lambda handle, payload=payload: handle.write(payload))
         paths.append(path)
     return paths
 

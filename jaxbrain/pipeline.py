@@ -112,8 +112,22 @@ def scoring_problem(dataset: neural.NeuralDataset, config: ScoringConfig) -> Sco
     return ScoringProblem(dataset.name, list(dataset.subjects), list(dataset.rois), order, blocks, targets)
 
 
-def _subject_data(features: np.ndarray, positions: np.ndarray, gram: bool) -> np.ndarray:
+def _kernel(features) -> np.ndarray:
+    """The array ridge reads: a `features.Gram`'s kernel, or the features themselves."""
+    return np.asarray(getattr(features, "kernel", features))
+
+
+def _subject_data(features, positions: np.ndarray, gram: bool) -> np.ndarray:
+    features = _kernel(features)
     return features[np.ix_(positions, positions)] if gram else features[positions]
+
+
+def _rsa_from_gram(gram, positions: np.ndarray, y_test: np.ndarray) -> float | None:
+    """Classic RSA of a layer given as an exact Gram with row sums (correlation distances need no features)."""
+    if not hasattr(gram, "correlation_distances"):
+        return None
+    distances = gram.correlation_distances()[np.ix_(positions, positions)]
+    return float(metrics.compare_rdms(distances, metrics.rdm(y_test)))
 
 
 def score_layer(problem: ScoringProblem, features: np.ndarray, config: ScoringConfig, *, gram: bool
@@ -132,12 +146,12 @@ def score_layer(problem: ScoringProblem, features: np.ndarray, config: ScoringCo
     return out
 
 
-def commit_layers(per_layer: Mapping[str, Mapping[Key, scoring.LayerScore]], problem: ScoringProblem,
-                  layers: Sequence[str]) -> dict[str, str]:
+def commit_layers(per_layer: Mapping[str, Mapping[Key, scoring.LayerScore]], subjects: Sequence[str],
+                  rois: Sequence[str], layers: Sequence[str]) -> dict[str, str]:
     """Per ROI the layer with the best cross-subject mean CV score (shared by all subjects)."""
-    return {roi: scoring.commit_layer({layer: {s: per_layer[layer][(s, roi)].cv_score for s in problem.subjects}
+    return {roi: scoring.commit_layer({layer: {s: per_layer[layer][(s, roi)].cv_score for s in subjects}
                                        for layer in layers}, list(layers))
-            for roi in problem.rois}
+            for roi in rois}
 
 
 def similarity_scores(problem: ScoringProblem, committed: Mapping[str, str], features: Mapping[str, np.ndarray],
@@ -145,7 +159,7 @@ def similarity_scores(problem: ScoringProblem, committed: Mapping[str, str], fea
     """RSA and CKA on the test split at each ROI's committed layer (docs/method.md, RSA / CKA).
 
     "c" variants compare the layer with the responses, "ve" variants the ridge predictions with the responses.
-    RSA needs the features themselves (correlation distance), so with an exact Gram only CKA is computed for "c".
+    On the exact-Gram path RSA-c needs the Gram's row sums (a `features.Gram`); a bare kernel gives CKA-c only.
     """
     out = {}
     for subject, (positions, n_train) in problem.blocks.items():
@@ -159,6 +173,9 @@ def similarity_scores(problem: ScoringProblem, committed: Mapping[str, str], fea
             predictions = np.asarray(fit.predictions)[:, : y_test.shape[1]]
             values = {"rsa_ve": metrics.rsa(predictions, y_test), "cka_ve": metrics.cka(predictions, y_test)}
             if gram:
+                rsa_c = _rsa_from_gram(features[layer], positions[n_train:], y_test)
+                if rsa_c is not None:
+                    values["rsa_c"] = rsa_c
                 values["cka_c"] = metrics.cka_gram(data[n_train:, n_train:], y_test @ y_test.T)
             else:
                 values["rsa_c"] = metrics.rsa(data[n_train:], y_test)
@@ -181,6 +198,11 @@ def _geometric_mean(values) -> float:
     return float(np.exp(np.mean(np.log(values))))
 
 
+def _rdm_normalised(r, ceiling):
+    """sign(r) (r / ceiling)^2: an RDM score as a share of the explainable variance, its sign kept."""
+    return np.sign(r) * (np.asarray(r) / ceiling) ** 2
+
+
 def _at_edge(alpha, alphas) -> bool:
     """Whether a chosen alpha (or every per-target alpha) sits at the end of the grid it was chosen from."""
     values = np.atleast_1d(np.asarray(alpha, dtype=float))
@@ -199,6 +221,7 @@ class BenchmarkScores:
     alphas: tuple[float, ...]
     has_test: bool = True
     seed: int = 0  # of the bootstrap resamples of subjects
+    rdm_ceilings: dict[str, float] | None = None  # RDM benchmarks: roi -> mean ceiling r (see score_rdm_layers)
     per_layer: dict[str, dict[Key, scoring.LayerScore]] = dataclasses.field(default_factory=dict)
     committed: dict[str, str] = dataclasses.field(default_factory=dict)
     similarity: dict[Key, dict[str, float]] = dataclasses.field(default_factory=dict)
@@ -222,6 +245,13 @@ class BenchmarkScores:
                          _row(**base, stage="refit", metric="r", value=float(np.nanmean(score.test_r)))]
         return rows
 
+    def _cross_subject(self, roi: str, scores: Sequence[scoring.LayerScore]) -> float:
+        """The cross-subject cv score of a layer: the mean over subjects, or for RDM benchmarks the mean r
+        normalised by the mean ceiling."""
+        if self.rdm_ceilings is not None:
+            return _rdm_normalised(float(np.mean([s.cv_r[0] for s in scores])), self.rdm_ceilings[roi])
+        return float(np.mean([s.cv_score for s in scores]))
+
     def _committed_values(self, score: scoring.LayerScore, ceiling: np.ndarray) -> dict[str, tuple]:
         """metric -> (value, alpha, bootstrap replicates) at the committed layer: test scores, or CV scores
         without a test split."""
@@ -240,7 +270,7 @@ class BenchmarkScores:
         rows = []
         for roi, committed in self.committed.items():
             for layer in self.layers:
-                value = np.mean([self.per_layer[layer][(s, roi)].cv_score for s in self.subjects])
+                value = self._cross_subject(roi, [self.per_layer[layer][(s, roi)] for s in self.subjects])
                 rows.append(_row(**common, roi=roi, layer=layer, depth=self.depths[layer], stage="cv",
                                  metric="r_nc", value=float(value)))
             base = dict(common, roi=roi, layer=committed, depth=self.depths[committed],
@@ -260,8 +290,10 @@ class BenchmarkScores:
                 lo, hi = (uncertainty.interval(uncertainty.across_subjects(replicates, self.seed, self.benchmark,
                                                                            roi)) if len(replicates[0]) else
                           (np.nan, np.nan))
-                rows.append(_row(**base, metric=metric, value=float(np.mean(values)), n_targets=n_total,
-                                 ci_low=lo, ci_high=hi))
+                value = float(np.mean(values))
+                if metric == "r_nc" and self.rdm_ceilings is not None:
+                    value = _rdm_normalised(float(np.mean(per_subject["r"][0])), self.rdm_ceilings[roi])
+                rows.append(_row(**base, metric=metric, value=value, n_targets=n_total, ci_low=lo, ci_high=hi))
         for (subject, roi), values in self.similarity.items():
             layer = self.committed[roi]
             rows += [_row(**common, subject=subject, roi=roi, layer=layer, depth=self.depths[layer], stage="test",
@@ -307,7 +339,7 @@ def finish(scores: BenchmarkScores, problem: ScoringProblem, layers: Sequence[st
            committed_features: Callable[[list[str]], Mapping[str, np.ndarray]], config: ScoringConfig, *,
            gram: bool) -> BenchmarkScores:
     """Commits a layer per ROI and adds the similarity scores at the committed layers."""
-    scores.committed = commit_layers(scores.per_layer, problem, layers)
+    scores.committed = commit_layers(scores.per_layer, problem.subjects, problem.rois, layers)
     if config.similarity and problem.has_test:
         needed = sorted(set(scores.committed.values()))
         scores.similarity = similarity_scores(problem, scores.committed, committed_features(needed), config,
@@ -322,8 +354,8 @@ def score_layers(features_by_layer: Mapping[str, np.ndarray], dataset: neural.Ne
     stimuli with `gram=True`) on `dataset`; layers are candidates in the mapping's order."""
     layers = list(features_by_layer)
     depths = dict(depths) if depths is not None else dict(zip(layers, np.linspace(0, 1, len(layers))))
-    return score_model(lambda names: {n: np.asarray(features_by_layer[n]) for n in names}, dataset, layers, depths,
-                       config, gram=gram)
+    return score_model(lambda names: {n: features_by_layer[n] for n in names}, dataset, layers, depths, config,
+                       gram=gram)
 
 
 def layer_scores_to_arrays(scores: Mapping[Key, scoring.LayerScore]) -> dict[str, np.ndarray]:
@@ -365,7 +397,7 @@ def score_model(extract: Callable[[list[str]], Mapping[str, np.ndarray]], datase
         if stored[layer] is not None:
             scores.per_layer[layer] = stored[layer]
             continue
-        scores.per_layer[layer] = score_layer(problem, features[layer], config, gram=gram)
+        scores.per_layer[layer] = score_layer(problem, _kernel(features[layer]), config, gram=gram)
         if cache is not None:
             cache.put(layer, scores)
         log.info("%s / %s scored", dataset.name, layer)
@@ -375,3 +407,50 @@ def score_model(extract: Callable[[list[str]], Mapping[str, np.ndarray]], datase
         return {**features, **(dict(extract(missing)) if missing else {})}
 
     return finish(scores, problem, layers, committed_features, config, gram=gram)
+
+
+def _model_rsm(features) -> np.ndarray:
+    """Pearson correlation between stimuli over features: from a `features.Gram` (kernel and row sums) or rows."""
+    if hasattr(features, "correlation_distances"):
+        return 1.0 - features.correlation_distances()
+    return metrics.rsm(np.asarray(features))
+
+
+def score_rdm_layers(features_by_layer: Mapping[str, Any], rdms, *, correlation: str = "pearson",
+                     depths: Mapping[str, float] | None = None) -> BenchmarkScores:
+    """Layers against an RDM benchmark (per-subject similarity or dissimilarity matrices per ROI, e.g. split-half
+    RSMs, as Brain-Score scores its RSM fMRI benchmarks; docs/method.md, RDM benchmarks).
+
+    Features cover `rdms.stimulus_ids` in order. Per subject the score is r(model RSM, subject matrix) over the
+    off-diagonal entries (`correlation` "pearson" or "spearman"), normalised as sign(r) (r / ceiling)^2 with the
+    subject's leave-one-subject-out ceiling; layers are committed by the cross-subject mean normalised score.
+    Every stimulus enters (there is no held-out split), so the committed layer's rows repeat its scores; "nc" is
+    100 x ceiling^2, the explainable variance in percent.
+    """
+    groups = {roi: [name.rsplit("_", 1)[0] for name in names] for roi, names in rdms.groups.items()}
+    subjects = list(dict.fromkeys(s for members in groups.values() for s in members))
+    missing = [(s, roi) for roi, members in groups.items() for s in subjects if s not in members]
+    if missing:
+        raise ValueError(f"RDM benchmark {rdms.name}: every subject needs every ROI; missing {missing[:3]}")
+    matrices = {roi: rdms.subject_matrices(roi) for roi in groups}
+    ceilings = {roi: metrics.rdm_ceiling(m) for roi, m in matrices.items()}
+    layers = list(features_by_layer)
+    depths = dict(depths) if depths is not None else dict(zip(layers, np.linspace(0, 1, len(layers))))
+    scores = BenchmarkScores(rdms.name, subjects, list(groups), depths,
+                             {(s, roi): np.array([100 * ceilings[roi][i] ** 2]) for roi in groups
+                              for i, s in enumerate(groups[roi])}, (np.nan,),
+                             rdm_ceilings={roi: float(np.mean(c)) for roi, c in ceilings.items()})
+    nan = np.array([np.nan])
+    for layer in layers:
+        model = _model_rsm(features_by_layer[layer])
+        scores.per_layer[layer] = {}
+        for roi, members in groups.items():
+            r = metrics.rdm_scores(model, matrices[roi], kind=rdms.kind, correlation=correlation)
+            normalised = _rdm_normalised(r, ceilings[roi])
+            for i, subject in enumerate(members):
+                scores.per_layer[layer][(subject, roi)] = scoring.LayerScore(
+                    normalised[i:i + 1], r[i:i + 1], nan, r[i:i + 1], normalised[i:i + 1], np.nan)
+    by_raw = {layer: {key: dataclasses.replace(score, cv_r_nc=score.cv_r) for key, score in per_key.items()}
+              for layer, per_key in scores.per_layer.items()}  # mean raw r orders layers as the normalised score
+    scores.committed = commit_layers(by_raw, subjects, list(groups), layers)
+    return scores

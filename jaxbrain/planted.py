@@ -10,9 +10,10 @@ from __future__ import annotations
 import json
 import pathlib
 
+import jax
 from flax import nnx
 
-from jaxbrain import claims, features, results
+from jaxbrain import claims, features, results, sharding
 from jaxbrain.data import neural, synthetic
 from jaxbrain.data.stimulus_set import StimulusSet
 from jaxbrain.models import registry
@@ -26,7 +27,8 @@ def _generate(spec: synthetic.PlantSpec, settings: dict, path: pathlib.Path, tru
     images = synthetic.generated_images(synthetic.images_needed(spec), seed=settings["seed"])
     ids = [f"img{i:05d}" for i in range(len(images))]
     layer_features = features.extract(model, generator, StimulusSet.from_array(images, ids), ids,
-                                      sorted(set(spec.roi_layers.values())), keep="raw", progress=False)
+                                      sorted(set(spec.roi_layers.values())), keep="raw", progress=False,
+                                      mesh=sharding.data_mesh(jax.local_devices()))  # one process generates
     planted = synthetic.plant(spec, layer_features, images, seed=settings["seed"])
     neural.save(planted.dataset, path)
     results.write_json(truth_path, {**planted.truth(), "settings": settings})

@@ -17,6 +17,7 @@ import numpy as np  # noqa: E402
 import pandas as pd  # noqa: E402
 
 from jaxbrain import results  # noqa: E402
+from jaxbrain.features import store  # noqa: E402
 
 AXIS_LABELS = {
     "compute": "Compute C = D x FLOPs",
@@ -33,8 +34,7 @@ def _colours(n: int):
 
 def _save(fig, path) -> pathlib.Path:
     path = pathlib.Path(path)
-    results._atomic_write(path, lambda handle: fig.savefig(handle, format="png", dpi=120, bbox_inches="tight"),
-                          binary=True)
+    store.atomic_write(path, lambda handle: fig.savefig(handle, format="png", dpi=120, bbox_inches="tight"))
     plt.close(fig)
     return path
 

@@ -15,76 +15,22 @@ import json
 import os
 import pathlib
 import re
-import socket
-import tempfile
 from typing import Any, Iterable, Mapping
 
 import numpy as np
 import pandas as pd
 
-from jaxbrain import claims, identity
+from jaxbrain import identity
+from jaxbrain.features import store
 
 COLUMNS = ("model", "benchmark", "subject", "roi", "layer", "depth", "stage", "metric", "value", "ci_low", "ci_high",
            "n_targets", "alpha", "alpha_at_edge", "seed", "fingerprint")
 _STRING_COLUMNS = {"subject": str, "roi": str, "layer": str, "model": str, "benchmark": str, "fingerprint": str}
 
 
-def _umask() -> int:
-    mask = os.umask(0)
-    os.umask(mask)
-    return mask
-
-
-def temporary_prefix(path: pathlib.Path) -> str:
-    """Name prefix of the temporary files written beside `path`: they carry this host and process, so a rerun
-    can tell the leftovers of a killed writer (see `remove_stale_temporaries`) from files being written."""
-    return f".{path.name}.{socket.gethostname()}.{os.getpid()}."
-
-
-def remove_stale_temporaries(root: str | os.PathLike) -> list[pathlib.Path]:
-    """Deletes temporary files under `root` left by killed processes of this host; returns them."""
-    host, removed = socket.gethostname(), []
-    for tmp in pathlib.Path(root).rglob(".*.tmp"):
-        match = re.fullmatch(rf"\..+\.{re.escape(host)}\.(\d+)\.[^.]+\.tmp", tmp.name)
-        if match and not claims.process_alive(int(match.group(1))):
-            tmp.unlink(missing_ok=True)
-            removed.append(tmp)
-    return removed
-
-
 def _atomic_write(path: pathlib.Path, write, binary: bool = False) -> None:
-    """Writes through `write(handle)` into a temporary file beside `path`, then renames it into place.
-
-    The temporary name is unique per process; the file gets the permissions a plain open would give (group and
-    others may read it, as the umask allows); data and rename are flushed to disk.
-    """
-    path = pathlib.Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=temporary_prefix(path), suffix=".tmp")
-    try:
-        with os.fdopen(fd, "wb" if binary else "w", **({} if binary else {"newline": ""})) as handle:
-            write(handle)
-            handle.flush()
-            os.fsync(handle.fileno())
-        os.chmod(tmp, 0o666 & ~_umask())
-        os.replace(tmp, path)
-    except BaseException:
-        os.unlink(tmp)
-        raise
-    _fsync_directory(path.parent)
-
-
-def _fsync_directory(folder: pathlib.Path) -> None:
-    try:
-        fd = os.open(folder, os.O_RDONLY)
-    except OSError:
-        return
-    try:
-        os.fsync(fd)
-    except OSError:
-        pass
-    finally:
-        os.close(fd)
+    """`write(handle)` into `path` through the package's one atomic writer (jaxbrain.features.store)."""
+    store.atomic_write(path, write, text=not binary)
 
 
 def _jsonable(obj):
@@ -145,8 +91,12 @@ class Unit:
 
     def describe(self, record: Mapping[str, Any]) -> None:
         """Writes unit.json (what determines the unit, and provenance) unless it exists."""
-        if not (self.path / "unit.json").is_file():
+        if self.store.writer and not (self.path / "unit.json").is_file():
             write_json(self.path / "unit.json", {"fingerprint": self.fingerprint, **record})
+
+    def write_json(self, name: str, obj: Any) -> None:
+        if self.store.writer:
+            write_json(self.path / f"{name}.json", obj)
 
     def record(self) -> dict:
         path = self.path / "unit.json"
@@ -156,6 +106,8 @@ class Unit:
         return (self.path / "parts" / _part_name(name)).is_file()
 
     def put_rows(self, name: str, rows: Iterable[Mapping[str, Any]], flush: bool = True) -> None:
+        if not self.store.writer:
+            return
         write_csv(self.path / "parts" / _part_name(name), _frame(rows, self.fingerprint))
         if flush:
             self.store.flush()
@@ -166,13 +118,14 @@ class Unit:
         return json.loads(path.read_text()) if path.is_file() else {}
 
     def put_inventory(self, row: Mapping[str, Any]) -> None:
-        write_json(self.path / "inventory.json", dict(row))
+        self.write_json("inventory", dict(row))
 
     def has_arrays(self, name: str) -> bool:
         return (self.path / "arrays" / f"{name}.npz").is_file()
 
     def put_arrays(self, name: str, arrays: Mapping[str, np.ndarray]) -> None:
-        write_npz(self.path / "arrays" / f"{name}.npz", arrays)
+        if self.store.writer:
+            write_npz(self.path / "arrays" / f"{name}.npz", arrays)
 
     def arrays(self, name: str) -> dict[str, np.ndarray]:
         with np.load(self.path / "arrays" / f"{name}.npz", allow_pickle=False) as data:
@@ -180,11 +133,15 @@ class Unit:
 
 
 class ResultStore:
-    """Resumable collection of result rows under `workdir`, one part per finished piece of work."""
+    """Resumable collection of result rows under `workdir`, one part per finished piece of work.
 
-    def __init__(self, workdir: str | os.PathLike):
+    Only a `writer` store writes units (of the processes of one jax.distributed run, the first one).
+    """
+
+    def __init__(self, workdir: str | os.PathLike, writer: bool = True):
         self.workdir = pathlib.Path(workdir)
         self.parts = self.workdir / "parts"
+        self.writer = writer
 
     def has(self, key: tuple[str, ...]) -> bool:
         return (self.parts / _part_name(key)).is_file()

@@ -6,7 +6,8 @@ import subprocess
 import sys
 import threading
 
-from jaxbrain import claims, identity, results
+from jaxbrain import claims, identity
+from jaxbrain.features import store
 
 
 def test_one_holder_and_release(tmp_path):
@@ -75,11 +76,11 @@ def test_digests_are_cached_by_size_and_time(tmp_path):
 def test_stale_temporaries_of_dead_writers_are_removed(tmp_path):
     dead = int(subprocess.run([sys.executable, "-c", "import os; print(os.getpid())"], capture_output=True,
                               text=True).stdout)
-    mine = tmp_path / (results.temporary_prefix(tmp_path / "a.csv") + "x1.tmp")
+    mine = tmp_path / (store.temporary_prefix(tmp_path / "a.csv") + "x1.tmp")
     host = __import__("socket").gethostname()
     leftover = tmp_path / "sub" / f".a.csv.{host}.{dead}.x2.tmp"
     leftover.parent.mkdir()
     mine.write_text("")
     leftover.write_text("")
-    assert results.remove_stale_temporaries(tmp_path) == [leftover]
+    assert store.remove_stale_temporaries(tmp_path) == [leftover]
     assert mine.exists()

@@ -28,13 +28,12 @@ import hashlib
 import json
 import os
 import pathlib
-import tempfile
 from collections.abc import Callable, Mapping, Sequence
 
 import h5py
 import numpy as np
 
-from jaxbrain import results
+from jaxbrain.features import store
 from jaxbrain.data.stimulus_set import StimulusSet
 
 MODALITIES = ("ephys", "fmri", "eeg", "meg")
@@ -593,18 +592,8 @@ def save(ds: NeuralDataset, path, *, embed_stimuli: bool = False, validate_first
     if validate_first:
         ds.validate(f"{path} (before writing)")
     stimuli_digest = ds.stimuli.content_digest() if ds.stimuli is not None else ""
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=results.temporary_prefix(path), suffix=".tmp", dir=path.parent)
-    os.close(fd)
-    try:
-        with h5py.File(tmp, "w") as f:
-            _write(ds, f, embed_stimuli, stimuli_digest)
-        os.chmod(tmp, 0o666 & ~_umask())
-        os.replace(tmp, path)
-    except BaseException:
-        if os.path.exists(tmp):
-            os.remove(tmp)
-        raise
+    with store.atomic_path(path) as tmp, h5py.File(tmp, "w") as f:
+        _write(ds, f, embed_stimuli, stimuli_digest)
     return path
 
 

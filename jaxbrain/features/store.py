@@ -21,7 +21,9 @@ import json
 import math
 import os
 import pathlib
+import re
 import secrets
+import socket
 from collections.abc import Callable, Iterator, Mapping, Sequence
 from typing import IO, Any
 
@@ -41,13 +43,41 @@ def _fsync(path: str | os.PathLike) -> None:
         os.close(fd)
 
 
+def temporary_prefix(path: pathlib.Path) -> str:
+    """Name prefix of the temporary files written beside ``path``: they carry this host and process, so a rerun
+    can tell the leftovers of a killed writer (:func:`remove_stale_temporaries`) from files being written."""
+    return f".{path.name}.{socket.gethostname()}.{os.getpid()}."
+
+
+def process_alive(pid: int) -> bool:
+    """Whether a process with this PID exists on this host."""
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        return True
+    return True
+
+
+def remove_stale_temporaries(root: str | os.PathLike) -> list[pathlib.Path]:
+    """Deletes the temporary files under ``root`` left by killed processes of this host; returns them."""
+    host, removed = socket.gethostname(), []
+    for tmp in pathlib.Path(root).rglob(".*.tmp"):
+        match = re.fullmatch(rf"\..+\.{re.escape(host)}\.(\d+)\.[^.]+\.tmp", tmp.name)
+        if match and not process_alive(int(match.group(1))):
+            tmp.unlink(missing_ok=True)
+            removed.append(tmp)
+    return removed
+
+
 @contextlib.contextmanager
 def atomic_path(path: str | os.PathLike) -> Iterator[pathlib.Path]:
     """Yields a fresh temporary path beside ``path``; when the block ends without error, that file becomes
     ``path`` atomically (fsync file, rename, fsync folder). For writers that want a file name (h5py, savefig)."""
     path = pathlib.Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(f".{path.name}.{os.getpid()}.{secrets.token_hex(4)}.tmp")
+    tmp = path.with_name(f"{temporary_prefix(path)}{secrets.token_hex(4)}.tmp")
     os.close(os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o666))  # mode 0o666 & ~umask, as open()
     try:
         yield tmp
