@@ -44,6 +44,16 @@ def scalars(metrics: Mapping[str, jax.Array]) -> dict[str, float]:
             for k, v in metrics.items()}
 
 
+def sum_over_batches(trainer: Trainer, state: TrainState, batches, eval_fn: Callable, make_batch: Callable,
+                     frozen: Any = None) -> dict[str, float]:
+    """Sum of ``eval_fn``'s per-batch values over every batch of ``batches`` (one pass)."""
+    total: dict[str, float] = {}
+    for local in batches:
+        for name, value in scalars(trainer.evaluate(state, make_batch(local), eval_fn, frozen)).items():
+            total[name] = total.get(name, 0.0) + value
+    return total
+
+
 def _is_boundary(step: int, loop: LoopConfig) -> tuple[bool, bool]:
     epoch_end = step % loop.steps_per_epoch == 0 or step == loop.total_steps
     extra = bool(loop.checkpoint_every) and step % loop.checkpoint_every == 0
@@ -52,8 +62,9 @@ def _is_boundary(step: int, loop: LoopConfig) -> tuple[bool, bool]:
 
 def fit(trainer: Trainer, iterators: Mapping[str, Any], make_batch: Callable[[dict], dict], *, workdir,
         checkpointer: Checkpointer, loop: LoopConfig, evaluate: Callable[[TrainState], dict] | None = None,
-        frozen: Any = None, hooks: Sequence[Callable[[int, TrainState], None]] = ()) -> TrainState:
-    """Train to ``loop.total_steps`` (resuming from ``checkpointer``) and return the final state.
+        frozen: Any = None, hooks: Sequence[Callable[[int, TrainState], None]] = ()
+        ) -> tuple[TrainState, dict[str, float]]:
+    """Train to ``loop.total_steps`` (resuming from ``checkpointer``); returns the final state and its evaluation.
 
     ``iterators``: name -> Grain iterator of process-local batches (dicts of numpy arrays); ``make_batch``
     gets ``{name: local batch}`` and returns the global batch the step takes. ``evaluate(state) -> {name:
@@ -63,6 +74,7 @@ def fit(trainer: Trainer, iterators: Mapping[str, Any], make_batch: Callable[[di
     if state is None:
         state, start = trainer.init_state(), 0
     logger = MetricLogger(workdir, loop.total_steps, start_step=start, progress=loop.progress)
+    results: dict[str, float] = {}
     try:
         for step in range(start + 1, loop.total_steps + 1):
             began = time.perf_counter()
@@ -83,6 +95,8 @@ def fit(trainer: Trainer, iterators: Mapping[str, Any], make_batch: Callable[[di
             for hook in hooks:
                 hook(step, state)
         checkpointer.wait()
+        if start == loop.total_steps and evaluate is not None:  # restored a finished run
+            results = scalars(evaluate(state))
     finally:
         logger.close()
-    return state
+    return state, results

@@ -30,6 +30,7 @@ import optax
 from flax import nnx
 from jax.sharding import PartitionSpec as P
 
+from jaxbrain import sharding
 from jaxbrain.train import mesh as mesh_lib
 
 TrainState = dict  # {"params", "frozen", "stats", "opt", "rng"}: see the module docstring
@@ -107,6 +108,10 @@ class Trainer:
     def model(self, state: TrainState) -> nnx.Module:
         """The model with ``state``'s variables (for export, scoring and evaluation outside the step)."""
         return nnx.merge(self.model_def, state["params"], state["frozen"], self.rng_vars, state["stats"])
+
+    def host_model(self, state: TrainState) -> nnx.Module:
+        """The model with ``state``'s values gathered to this host as numpy arrays (for export)."""
+        return self.model(jax.tree.map(sharding.to_host, state))
 
     @staticmethod
     def step_count(state: TrainState) -> int:
