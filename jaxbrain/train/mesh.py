@@ -1,6 +1,9 @@
 """Training meshes and sharding rules: one code path from one CPU to a pod slice.
 
-A training mesh has two explicit axes, ``data`` and ``fsdp`` (``jax.make_mesh`` with ``AxisType.Explicit``).
+A training mesh has two axes, ``data`` and ``fsdp``, made by ``jax.make_mesh`` with their axis types given
+(``AxisType.Auto``: the compiler propagates shardings from the inputs, outputs and constraints of the step, so
+any model's code trains unchanged; with ``Explicit`` axes, sharding-typed operations such as ViT's
+class-token concatenation of a replicated token with a batch-sharded sequence are refused).
 The global batch is split over both axes together, so every device holds ``global_batch / n_devices`` rows;
 parameters and optimizer state are sharded over ``fsdp`` only (fully sharded data parallelism, as big_vision's
 ``fsdp`` axis): with ``fsdp = 1`` this is plain data parallelism with replicated parameters.
@@ -33,12 +36,12 @@ MIN_SHARD_SIZE = 2 ** 14
 
 
 def make_mesh(fsdp: int = 1, devices: Sequence[jax.Device] | None = None) -> jax.sharding.Mesh:
-    """A (data, fsdp) mesh with explicit axes over ``devices`` (default: all devices of all processes)."""
+    """A (data, fsdp) mesh with Auto axes over ``devices`` (default: all devices of all processes)."""
     devices = list(jax.devices() if devices is None else devices)
     if fsdp < 1 or len(devices) % fsdp:
         raise ValueError(f"fsdp={fsdp} must be >= 1 and divide the {len(devices)} devices")
     return jax.make_mesh((len(devices) // fsdp, fsdp), BATCH_AXES,
-                         axis_types=(AxisType.Explicit, AxisType.Explicit), devices=devices)
+                         axis_types=(AxisType.Auto, AxisType.Auto), devices=devices)
 
 
 def batch_sharding(mesh: jax.sharding.Mesh) -> NamedSharding:

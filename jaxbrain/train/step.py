@@ -46,8 +46,9 @@ def set_compute_dtype(model: nnx.Module, dtype: str) -> None:
 
 
 def gathered(tree):
-    """``tree`` replicated for compute (FSDP's all-gather; gradients flow back to the sharded originals)."""
-    return jax.tree.map(lambda x: jax.sharding.reshard(x, P()), tree)
+    """``tree`` replicated for compute (FSDP's all-gather; gradients are reduce-scattered back to the sharded
+    originals)."""
+    return jax.tree.map(lambda x: jax.lax.with_sharding_constraint(x, P()), tree)
 
 
 def _micro_batches(batch: dict, accum_steps: int, mesh) -> dict:
@@ -122,6 +123,7 @@ class Trainer:
         # fresh Variables at this trace level, so the model may update its statistics in place
         stats, rng_vars = jax.tree.map(lambda x: x, (stats, self.rng_vars))
         model = nnx.merge(self.model_def, gathered(params), gathered(frozen_params), rng_vars, stats)
+        model.train()  # dropout on (batch statistics follow each model's own `train` argument)
         if self.has_dropout:
             nnx.reseed(model, dropout=key)
         loss, metrics = self.loss_fn(model, batch, frozen)
@@ -171,6 +173,7 @@ class Trainer:
     def _eval_step(self, state, batch, frozen, eval_fn):
         model = nnx.merge(self.model_def, gathered(state["params"]), gathered(state["frozen"]), self.rng_vars,
                           state["stats"])
+        model.eval()
         return eval_fn(model, batch, frozen)
 
     def evaluate(self, state: TrainState, batch: dict, eval_fn: Callable, frozen: Any = None) -> dict:
