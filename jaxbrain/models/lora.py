@@ -97,6 +97,6 @@ def merge(model: nnx.Module) -> nnx.Module:
         if not isinstance(module, LoRALinear):
             continue
         delta = module.scale * (module.lora_a[...] @ module.lora_b[...])
-        module.base.kernel[...] = module.base.kernel[...] + delta.astype(module.base.kernel.dtype)
+        module.base.kernel.set_value(module.base.kernel[...] + delta.astype(module.base.kernel.dtype))
         setattr(parent, name, module.base)
     return merged

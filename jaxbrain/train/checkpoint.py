@@ -42,7 +42,8 @@ def describe(tree) -> dict[str, list]:
 
 def _differences(label: str, stored: Mapping, current: Mapping, limit: int = 4) -> list[str]:
     diffs = [f"{label} {key}: checkpoint {stored.get(key, '<absent>')}, this run {current.get(key, '<absent>')}"
-             for key in sorted(set(stored) | set(current)) if stored.get(key) != current.get(key)]
+             for key in sorted(set(stored) | set(current), key=lambda k: (k.startswith("opt"), k))
+             if stored.get(key) != current.get(key)]  # parameters named before their optimizer moments
     return diffs[:limit] + ([f"and {len(diffs) - limit} more"] if len(diffs) > limit else [])
 
 
