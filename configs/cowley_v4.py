@@ -6,10 +6,12 @@ Reads the release folder (default `../shared/realdata/cowley2023_v4`) and the pr
 `../shared/realdata/cifar10_resnet_akamaster/weights/resnet20-12fca82f.th`); override with `source=` and `weights=`.
 """
 
+import pathlib
+
 from configs.common import parse_arg
 from configs.score import base_config
 
-REALDATA = "../shared/realdata"
+REALDATA = pathlib.Path(__file__).resolve().parents[2] / "shared" / "realdata"
 
 
 def get_config(arg: str | None = None):

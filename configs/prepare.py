@@ -9,16 +9,25 @@ are config arguments too, e.g. `configs/prepare.py:dataset=nsd,subjects=1+2` or 
 finished dataset.
 """
 
-import importlib
 import inspect
+import typing
 
 import ml_collections
+from ml_collections.config_dict import placeholder
 
-from configs.common import parse_arg
-from jaxbrain.data import sources
+from configs.common import Declared, parse_arg
+from jaxbrain.config_values import base_type
+from jaxbrain.data.prepare import reader_defaults
 
 _SIMPLE = (bool, int, float, str, tuple, type(None))
 _FIELDS = ("dataset", "source_dir", "embed_stimuli", "overwrite")
+
+
+def _reader_parameters(dataset: str) -> dict[str, inspect.Parameter]:
+    try:
+        return reader_defaults(dataset)
+    except KeyError as err:
+        raise ValueError(err.args[0]) from None
 
 
 def _dataset_of(arg: str | None) -> str:
@@ -29,29 +38,36 @@ def _dataset_of(arg: str | None) -> str:
     return "cowley2023"
 
 
-def _reader_parameters(dataset: str) -> dict[str, inspect.Parameter]:
-    """The reader's parameters after the first (the source folder)."""
-    try:
-        reader = sources.get_reader(dataset)
-    except KeyError as err:
-        raise ValueError(err.args[0]) from None
-    module, _, function = reader.target.rpartition(".")
-    target = getattr(importlib.import_module(module), function)
-    return dict(list(inspect.signature(target).parameters.items())[1:])
+def _annotation(parameter: inspect.Parameter):
+    """The parameter's annotation as a type (the readers' modules use postponed, string annotations)."""
+    annotation = parameter.annotation
+    if isinstance(annotation, str):
+        namespace = {"Sequence": typing.Sequence, "tuple": tuple, "list": list, "int": int, "float": float,
+                     "str": str, "bool": bool, "None": None}
+        try:
+            return eval(annotation, namespace)  # noqa: S307 - annotations of the project's own readers
+        except Exception:
+            return str
+    return annotation
 
 
 def reader_options(dataset: str) -> dict:
-    """Keyword arguments (with simple defaults) of the dataset's reader, as config defaults."""
-    return {name: p.default for name, p in _reader_parameters(dataset).items()
-            if p.default is not inspect.Parameter.empty and isinstance(p.default, _SIMPLE)
-            and p.kind in (p.POSITIONAL_OR_KEYWORD, p.KEYWORD_ONLY)}
+    """Keyword arguments (with simple defaults) of the dataset's reader, as config defaults; a None default
+    carries the parameter's annotated type (`Declared`)."""
+    options = {}
+    for name, p in _reader_parameters(dataset).items():
+        if p.default is inspect.Parameter.empty or not isinstance(p.default, _SIMPLE):
+            continue
+        if p.kind not in (p.POSITIONAL_OR_KEYWORD, p.KEYWORD_ONLY):
+            continue
+        options[name] = Declared(_annotation(p)) if p.default is None else p.default
+    return options
 
 
-def _sequence_if_annotated(value, parameter: inspect.Parameter):
-    """`k=v` text for an option whose default is None but whose annotation is a sequence -> tuple of str."""
-    annotation = str(parameter.annotation)
-    if isinstance(value, str) and any(t in annotation for t in ("Sequence", "tuple", "list")):
-        return tuple(v for v in value.split("+") if v)
+def _option_value(value, option):
+    """A ConfigDict value for one reader option; a None that declares its type stays typed for overrides."""
+    if value is None and isinstance(option, Declared):
+        return placeholder(base_type(option.kind))
     return value
 
 
@@ -69,7 +85,6 @@ def get_config(arg: str | None = None) -> ml_collections.ConfigDict:
     config.source_dir = args.source_dir
     config.embed_stimuli = args.embed_stimuli
     config.overwrite = args.overwrite
-    config.options = ml_collections.ConfigDict(
-        {k: _sequence_if_annotated(args[k], parameters[k]) if options[k] is None else args[k] for k in options})
+    config.options = ml_collections.ConfigDict({k: _option_value(args[k], options[k]) for k in options})
     config.lock()
     return config

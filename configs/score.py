@@ -3,7 +3,8 @@
   python -m jaxbrain.launch --config configs/score.py:model=vit_s16,benchmark=planted_ephys --workdir runs/score
 
 `model` is a registry name (`weights=` a checkpoint path, empty for random weights); `benchmark` one entry or
-several joined by '+'; `keep` gram (exact kernel) or projection (sparse random projection to 30,000 dims).
+several joined by '+': `planted_ephys`, a prepared `.h5` file, or `reader:source_dir[?option=value&...]`;
+`keep` gram (exact kernel) or projection (sparse random projection to 30,000 dims).
 """
 
 import ml_collections
@@ -21,6 +22,8 @@ def base_config() -> ml_collections.ConfigDict:
     config.batch_size = 64
     config.min_ceiling = 10.0           # percent; EEG/MEG use sqrt(NC/100) > 0.1 instead
     config.similarity = True            # RSA/CKA ("c" and "ve") at the committed layers, on the test split
+    config.min_test_stimuli = 20        # a smaller test split is scored with a warning
+    config.on_change = "new"            # rerun with other settings: "new" scores them beside the old; "refuse"
     config.benchmarks = ()
     config.models = ml_collections.ConfigDict()
     config.features = ml_collections.ConfigDict(dict(keep="gram", projection_dim=30000, seed=0))

@@ -10,21 +10,32 @@ log to `DIR/log.txt`.
 from __future__ import annotations
 
 import argparse
+import contextlib
+import errno
 import importlib
 import importlib.util
 import logging
+import os
 import pathlib
 import pkgutil
 import sys
+import traceback
 
 import ml_collections
 
 from jaxbrain import experiments as experiments_pkg
-from jaxbrain import results
+from jaxbrain import config_values, results
+
+
+REPOSITORY = pathlib.Path(__file__).resolve().parents[1]
 
 
 class LaunchError(Exception):
     """A problem with what the user asked for, reported as one line without a traceback."""
+
+
+# Faults of the input or the environment: one `error:` line, exit code 2 (the traceback goes to log.txt).
+USER_ERRORS = (LaunchError, ValueError, KeyError, OSError)
 
 
 def experiment_names() -> list[str]:
@@ -47,7 +58,10 @@ def _experiment_list() -> str:
 def load_config(spec: str) -> ml_collections.ConfigDict:
     """Calls `get_config(arg)` of the config file in "path[:arg]"; its repository root becomes importable."""
     path_text, _, arg = spec.partition(":")
-    path = pathlib.Path(path_text).expanduser().resolve()
+    path = pathlib.Path(path_text).expanduser()
+    if not path.is_file() and not path.is_absolute() and (REPOSITORY / path).is_file():
+        path = REPOSITORY / path  # `configs/x.py` from any working directory (a notebook in colabs/, say)
+    path = path.resolve()
     if not path.is_file():
         raise LaunchError(f"config file not found: {path}")
     root = str(path.parent.parent)
@@ -67,39 +81,12 @@ def load_config(spec: str) -> ml_collections.ConfigDict:
         raise LaunchError(f"config {path}: {err}") from err
 
 
-def _cast_like(current, text: str, key: str):
-    if isinstance(current, bool):
-        if text.lower() in ("1", "true", "yes"):
-            return True
-        if text.lower() in ("0", "false", "no"):
-            return False
-        raise LaunchError(f"--config.{key}={text!r}: expected true or false")
-    if isinstance(current, (int, float)):
-        try:
-            return type(current)(text)
-        except ValueError:
-            raise LaunchError(f"--config.{key}={text!r}: expected {type(current).__name__}") from None
-    if isinstance(current, tuple):
-        return tuple(_cast_like(current[0], t, key) if current else t for t in text.split(",") if t)
-    if isinstance(current, (str, type(None))):
-        return text
-    raise LaunchError(f"--config.{key}: cannot set a {type(current).__name__} from the command line")
-
-
 def apply_override(config: ml_collections.ConfigDict, key: str, text: str) -> None:
-    """Sets `config.<key>` (dotted) from text, cast to the type of the value it replaces."""
-    *parents, leaf = key.split(".")
-    node = config
-    for depth, part in enumerate(parents):
-        if not isinstance(node, ml_collections.ConfigDict) or part not in node:
-            where = ".".join(parents[:depth]) or "the config"
-            raise LaunchError(f"unknown config key {key!r}: no {part!r} in {where}")
-        node = node[part]
-    if not isinstance(node, ml_collections.ConfigDict) or leaf not in node:
-        known = ", ".join(sorted(node.keys())) if isinstance(node, ml_collections.ConfigDict) else ""
-        raise LaunchError(f"unknown config key {key!r}; known keys here: {known}")
-    with node.unlocked():
-        node[leaf] = _cast_like(node[leaf], text, key)
+    """Sets `config.<key>` (dotted) from text, cast to the type of the value it replaces (config_values)."""
+    try:
+        config_values.apply_override(config, key, text)
+    except config_values.ConfigValueError as err:
+        raise LaunchError(str(err)) from None
 
 
 def resolve_experiment(config):
@@ -112,22 +99,72 @@ def resolve_experiment(config):
     return importlib.import_module(f"jaxbrain.experiments.{name}")
 
 
-def _setup_logging(workdir: pathlib.Path) -> None:
-    handler = logging.FileHandler(workdir / "log.txt")
-    handler.setFormatter(logging.Formatter("%(asctime)s %(levelname)s %(name)s: %(message)s"))
+@contextlib.contextmanager
+def _logging_into(workdir: pathlib.Path):
+    """For the run: INFO and above into workdir/log.txt, warnings on stderr; the root logger is restored after.
+
+    Only these two handlers are attached to the root logger while the run lasts: handlers that libraries
+    attached on import (grain adds a stderr one) are set aside, so messages are not printed twice.
+    """
     root = logging.getLogger()
-    root.addHandler(handler)
+    saved = root.handlers[:], root.level
+    to_file = logging.FileHandler(workdir / "log.txt")
+    to_file.setFormatter(logging.Formatter("%(asctime)s %(levelname)s %(name)s: %(message)s"))
+    to_console = logging.StreamHandler(sys.stderr)
+    to_console.setLevel(logging.WARNING)
+    to_console.setFormatter(logging.Formatter("%(levelname)s: %(message)s"))
+    root.handlers[:] = [to_file, to_console]
     root.setLevel(logging.INFO)
+    logging.getLogger("jax._src.xla_bridge").setLevel(logging.WARNING)  # "no TPU backend" is not news on a CPU
+    try:
+        yield
+    finally:
+        to_file.close()
+        root.handlers[:], root.level = saved
+
+
+def _prepare_workdir(workdir: pathlib.Path) -> None:
+    if workdir.exists() and not workdir.is_dir():
+        raise LaunchError(f"workdir {workdir} is a file, not a folder")
+    try:
+        workdir.mkdir(parents=True, exist_ok=True)
+        probe = workdir / f".write-test-{os.getpid()}"
+        probe.write_bytes(b"")
+        probe.unlink()
+    except OSError as err:
+        raise LaunchError(f"cannot write into workdir {workdir}: {err.strerror or err}") from None
 
 
 def launch(config, workdir: str | pathlib.Path):
-    """Runs the experiment of `config` in `workdir`; the programmatic entry used by the CLI and notebooks."""
+    """Runs the experiment of `config` in `workdir`; the programmatic entry used by the CLI and notebooks.
+
+    The resolved config is written to workdir/config.json when the run has finished, so it always describes
+    the run whose summary is there (every unit of work also keeps the config that made it).
+    """
     experiment = resolve_experiment(config)
     workdir = pathlib.Path(workdir)
-    workdir.mkdir(parents=True, exist_ok=True)
-    _setup_logging(workdir)
+    _prepare_workdir(workdir)
+    results.remove_stale_temporaries(workdir)
+    with _logging_into(workdir):
+        try:
+            summary = experiment.run(config, workdir)
+        except Exception:
+            logging.getLogger(__name__).exception("run failed")
+            raise
     results.write_json(workdir / "config.json", config.to_dict())
-    return experiment.run(config, workdir)
+    return summary
+
+
+def _describe(err: BaseException) -> str:
+    """One line for a user or environment fault."""
+    if isinstance(err, OSError) and err.errno == errno.ENOSPC:
+        return f"no space left on the device while writing {err.filename or 'into the workdir'}; free space and " \
+               "rerun the same command to resume"
+    if isinstance(err, OSError) and err.strerror and err.filename:
+        return f"{err.strerror}: {err.filename}"
+    if isinstance(err, KeyError) and len(err.args) == 1:
+        return str(err.args[0])
+    return str(err)
 
 
 def _parser() -> argparse.ArgumentParser:
@@ -138,6 +175,9 @@ def _parser() -> argparse.ArgumentParser:
         epilog=_experiment_list())
     parser.add_argument("--config", required=True, help="config file, optionally with :key=val,... arguments")
     parser.add_argument("--workdir", required=True, help="directory for results, plots, logs, resumable state")
+    parser.add_argument("--verify", action="store_true",
+                        help="re-read and check every stored checksum (dataset arrays and stimulus images)")
+    parser.add_argument("--debug", action="store_true", help="print the traceback of an error")
     return parser
 
 
@@ -153,13 +193,17 @@ def main(argv: list[str] | None = None) -> int:
             if not sep:
                 raise LaunchError(f"{item}: expected --config.key=value")
             apply_override(config, key, text)
+        if args.verify:
+            with config.unlocked():
+                config.verify = True
         launch(config, args.workdir)
-    except LaunchError as err:
-        print(f"error: {err}", file=sys.stderr)
-        return 2
-    except (FileNotFoundError, ValueError, KeyError) as err:
-        logging.getLogger(__name__).exception("run failed")
-        print(f"error: {err}\n(traceback in {pathlib.Path(args.workdir) / 'log.txt'})", file=sys.stderr)
+    except KeyboardInterrupt:
+        print("\ninterrupted; rerun the same command to resume", file=sys.stderr)
+        return 130
+    except USER_ERRORS as err:
+        if args.debug:
+            traceback.print_exc()
+        print(f"error: {_describe(err)}", file=sys.stderr)
         return 2
     return 0
 

@@ -157,22 +157,22 @@ def readout_table(table: pd.DataFrame, path_stem, *, rows: str = "model", stage:
 
 
 def markdown_table(frame: pd.DataFrame, bold_max: list[str] | None = None, digits: int = 3) -> str:
-    """A GitHub Markdown table of `frame`; the largest value of each column in `bold_max` is bold."""
-    bold_max = bold_max or []
-    best = {c: frame[c].max() for c in bold_max if c in frame and frame[c].notna().any()}
+    """A GitHub Markdown table of `frame`; in each column of `bold_max` the largest value is bold when it is the
+    only one that shows as that value at the printed precision (a tie is left plain)."""
+    def text(v):
+        if isinstance(v, (float, np.floating)):
+            return "" if np.isnan(v) else f"{v:.{digits}f}"
+        return str(v)
+
+    cells = {c: [text(v) for v in frame[c]] for c in frame.columns}
+    for c in bold_max or []:
+        if c not in frame or not frame[c].notna().any():
+            continue
+        best = text(frame[c].max())
+        if cells[c].count(best) == 1:
+            cells[c] = [f"**{t}**" if t == best else t for t in cells[c]]
     lines = ["| " + " | ".join(map(str, frame.columns)) + " |", "|" + "---|" * len(frame.columns)]
-    for _, row in frame.iterrows():
-        cells = []
-        for c in frame.columns:
-            v = row[c]
-            if isinstance(v, (float, np.floating)):
-                text = "" if np.isnan(v) else f"{v:.{digits}f}"
-                if c in best and not np.isnan(v) and v == best[c]:
-                    text = f"**{text}**"
-            else:
-                text = str(v)
-            cells.append(text)
-        lines.append("| " + " | ".join(cells) + " |")
+    lines += ["| " + " | ".join(cells[c][i] for c in frame.columns) + " |" for i in range(len(frame))]
     return "\n".join(lines) + "\n"
 
 

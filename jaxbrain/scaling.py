@@ -18,6 +18,7 @@ import dataclasses
 import functools
 import itertools
 import math
+import pathlib
 from typing import Mapping, Sequence
 
 import jax
@@ -506,3 +507,90 @@ def aggregate_scores(table: pd.DataFrame, level: str = "model", *, stage: str = 
     if level == "model":
         out = out.groupby(["model"], as_index=False)["value"].mean()
     return out.rename(columns={"value": "score"})
+
+
+# ------------------------------------------------------------------------------ fits over a results table
+
+AVERAGE = "average"  # the group of model-level means over benchmarks
+
+
+def scaling_points(table: pd.DataFrame, inventory: pd.DataFrame, *, stage: str = "test",
+                   metric: str = "r_nc") -> pd.DataFrame:
+    """Rows (model, group, score, params, flops, samples, compute): one per model and benchmark, plus the
+    model-level mean over benchmarks as group "average"."""
+    by_bench = aggregate_scores(table, "benchmark", stage=stage, metric=metric).rename(columns={"benchmark": "group"})
+    by_model = aggregate_scores(table, "model", stage=stage, metric=metric).assign(group=AVERAGE)
+    points = pd.concat([by_bench, by_model], ignore_index=True)
+    return points.merge(inventory, on="model", how="left")
+
+
+def fit_groups(points: pd.DataFrame, axis: str, *, min_models: int = 4, **fit_kwargs) -> dict[str, PowerLawFit]:
+    """group -> fit for every group with at least `min_models` models with a positive value of `axis`."""
+    fits = {}
+    for group, rows in points.groupby("group", sort=False):
+        rows = rows[np.isfinite(rows[axis].astype(float)) & (rows[axis].astype(float) > 0)]
+        if len(rows) >= min_models:
+            fits[group] = fit_axis(rows[axis].to_numpy(float), rows["score"].to_numpy(float), axis, **fit_kwargs)
+    return fits
+
+
+def bands_frame(fits: Mapping[str, PowerLawFit], points: pd.DataFrame, axis: str, n: int = 100) -> pd.DataFrame:
+    """Curve and 95 % band of each group's fit on a log grid over the group's range of `axis`."""
+    frames = []
+    for group, fit in fits.items():
+        x = points.loc[points["group"] == group, axis].astype(float)
+        grid = np.logspace(np.log10(x.min()), np.log10(x.max()), n)
+        lo, hi = fit.band(grid)
+        frames.append(pd.DataFrame(dict(axis=axis, group=group, x=grid, score=fit.score(grid), lo=lo, hi=hi)))
+    return pd.concat(frames, ignore_index=True) if frames else pd.DataFrame(
+        columns=["axis", "group", "x", "score", "lo", "hi"])
+
+
+@dataclasses.dataclass
+class ScalingFits:
+    """The fits of every axis over one results table: points, fits[axis][group], and their tables."""
+
+    points: pd.DataFrame
+    fits: dict[str, dict[str, PowerLawFit]]
+
+    def fits_frame(self) -> pd.DataFrame:
+        return pd.DataFrame([dict(axis=axis, group=group, **fit.summary())
+                             for axis, by_group in self.fits.items() for group, fit in by_group.items()])
+
+    def bands(self) -> pd.DataFrame:
+        return pd.concat([bands_frame(by_group, self.points, axis) for axis, by_group in self.fits.items()],
+                         ignore_index=True)
+
+    def summary(self) -> dict:
+        return {f"{axis}/{group}": {k: fit.summary()[k] for k in ("form", "E", "A", "alpha", "lam", "loss")}
+                for axis, by_group in self.fits.items() for group, fit in by_group.items()}
+
+
+def fit_all(table: pd.DataFrame, inventory: pd.DataFrame, *, axes=("compute",), min_models: int = 4,
+            **fit_kwargs) -> ScalingFits:
+    """Fits every axis for every benchmark and for the benchmark average."""
+    unknown = [axis for axis in axes if axis not in AXES]
+    if unknown:
+        raise ValueError(f"fit_scaling: unknown axis {unknown[0]!r}; known: {', '.join(AXES)}")
+    points = scaling_points(table, inventory)
+    return ScalingFits(points, {axis: fit_groups(points, axis, min_models=min_models, **fit_kwargs)
+                                for axis in axes})
+
+
+def write_fits(result: ScalingFits, workdir) -> dict[str, str]:
+    """fits.csv, bands.csv, points.csv and scaling_<axis>.png in `workdir`; returns axis -> plot path."""
+    from jaxbrain import plots
+
+    workdir = pathlib.Path(workdir)
+    results.write_csv(workdir / "fits.csv", result.fits_frame())
+    results.write_csv(workdir / "bands.csv", result.bands())
+    results.write_csv(workdir / "points.csv", result.points)
+    paths = {}
+    for axis, fits in result.fits.items():
+        if not fits:
+            continue
+        usable = result.points[np.isfinite(result.points[axis].astype(float)) & (result.points[axis].astype(float) > 0)]
+        shown = usable.assign(x=usable[axis].astype(float))[["x", "score", "group"]]
+        paths[axis] = str(plots.scaling_curves(shown, fits, workdir / f"scaling_{axis}.png",
+                                               xlabel=plots.AXIS_LABELS[axis], title=f"Scaling: {axis}"))
+    return paths

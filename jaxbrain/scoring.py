@@ -65,6 +65,14 @@ class LayerScore:
     def cv_score(self) -> float:
         return float(np.mean(self.cv_r_nc))
 
+    def to_arrays(self) -> dict[str, np.ndarray]:
+        return {field.name: np.asarray(getattr(self, field.name)) for field in dataclasses.fields(self)}
+
+    @classmethod
+    def from_arrays(cls, arrays: Mapping[str, np.ndarray]) -> "LayerScore":
+        values = {field.name: np.asarray(arrays[field.name]) for field in dataclasses.fields(cls)}
+        return cls(**{**values, "test_alpha": float(values["test_alpha"])})
+
 
 def pad_targets(y: np.ndarray) -> np.ndarray:
     """Zero columns up to a multiple of TARGET_BUCKET.
@@ -98,22 +106,27 @@ def score_layer(data: np.ndarray, rois: Mapping[str, tuple[np.ndarray, np.ndarra
         groups[roi] = np.arange(offset, offset + block.shape[1])
         blocks.append(block)
         offset += block.shape[1]
-    final = (np.arange(n_train), np.arange(n_train, n_train + n_test))
-    fits = ridge.fit_predict_splits(data, np.concatenate(blocks, axis=1), [*folds, final], np.asarray(alphas),
+    final = [(np.arange(n_train), np.arange(n_train, n_train + n_test))] if n_test else []
+    fits = ridge.fit_predict_splits(data, np.concatenate(blocks, axis=1), [*folds, *final], np.asarray(alphas),
                                     gram=gram, alpha_per_target=alpha_per_target,
                                     target_groups=list(groups.values()))
     scores = {}
     for roi, (y_train, y_test, ceiling) in rois.items():
         cols = groups[roi][: y_train.shape[1]]
         cv_r_nc, cv_r, cv_alpha = [], [], []
-        for (_, held_out), fit in zip(folds, fits[:-1]):
+        for (_, held_out), fit in zip(folds, fits):
             r = np.asarray(metrics.pearson_r(y_train[held_out], np.asarray(fit.predictions)[:, cols]))
             cv_r.append(np.nanmean(r))
             cv_r_nc.append(np.nanmean(normalise(r, ceiling)))
             cv_alpha.append(float(np.median(fit.alpha[cols])))
-        test_r = np.asarray(metrics.pearson_r(y_test, np.asarray(fits[-1].predictions)[:, cols]), dtype=np.float64)
+        if n_test:
+            test_r = np.asarray(metrics.pearson_r(y_test, np.asarray(fits[-1].predictions)[:, cols]),
+                                dtype=np.float64)
+            test_alpha = float(np.median(fits[-1].alpha[cols]))
+        else:  # no test split: cross-validation only
+            test_r, test_alpha = np.full(len(cols), np.nan), np.nan
         scores[roi] = LayerScore(np.array(cv_r_nc), np.array(cv_r), np.array(cv_alpha), test_r,
-                                 normalise(test_r, ceiling), float(np.median(fits[-1].alpha[cols])))
+                                 normalise(test_r, ceiling), test_alpha)
     return scores
 
 

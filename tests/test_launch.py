@@ -41,7 +41,7 @@ def test_overrides_are_typed():
     config = launch.load_config(str(ROOT / "configs/score.py:model=tiny_cnn,seed=3"))
     launch.apply_override(config, "batch_size", "7")
     launch.apply_override(config, "ridge.alpha_per_target", "true")
-    launch.apply_override(config, "benchmarks", "a.h5,b.h5")
+    launch.apply_override(config, "benchmarks", "a.h5+b.h5")
     assert config.batch_size == 7 and config.ridge.alpha_per_target is True
     assert config.benchmarks == ("a.h5", "b.h5")
     assert config.models.tiny_cnn.seed == 3

@@ -15,6 +15,8 @@ Build one from raw trials with `from_trials`; write it with `save` (atomic) and 
 from __future__ import annotations
 
 import dataclasses
+import hashlib
+import json
 import os
 import pathlib
 import tempfile
@@ -23,6 +25,7 @@ from collections.abc import Callable, Mapping, Sequence
 import h5py
 import numpy as np
 
+from jaxbrain import results
 from jaxbrain.data.stimulus_set import StimulusSet
 
 MODALITIES = ("ephys", "fmri", "eeg", "meg")
@@ -64,6 +67,7 @@ class NeuralDataset:
     noise_ceilings: dict
     stimuli: StimulusSet | None = None
     max_nc: float = MAX_NC
+    digest: str = ""  # content digest of the file it was loaded from (checksums of every array and the stimuli)
 
     def ids(self, split: str, subject: str) -> np.ndarray:
         """Stimulus ids (str array) of `split` as seen by `subject`."""
@@ -382,7 +386,7 @@ def _str_array(values) -> np.ndarray:
     return np.asarray([str(v) for v in values], dtype=object)
 
 
-def _write(ds: NeuralDataset, f: h5py.File, embed_stimuli: bool) -> None:
+def _write(ds: NeuralDataset, f: h5py.File, embed_stimuli: bool, stimuli_digest: str) -> None:
     str_dt = h5py.string_dtype()
     f.attrs["name"] = ds.name
     f.attrs["modality"] = ds.modality
@@ -405,7 +409,59 @@ def _write(ds: NeuralDataset, f: h5py.File, embed_stimuli: bool) -> None:
         for roi in ds.rois:
             f.create_dataset(f"noise_ceilings/{subject}/{roi}", data=np.asarray(ds.noise_ceilings[(subject, roi)]))
     if ds.stimuli is not None:
-        ds.stimuli.to_hdf5(f.create_group("stimuli"), embed=embed_stimuli)
+        group = f.create_group("stimuli")
+        ds.stimuli.to_hdf5(group, embed=embed_stimuli)
+        group.attrs["digest"] = stimuli_digest
+    f.attrs["checksums"] = json.dumps(_checksums(f), sort_keys=True)
+
+
+def _node_digest(node: h5py.Dataset) -> str:
+    """SHA-256 of one HDF5 dataset's dtype kind, shape and values (strings joined by NUL)."""
+    data = node[()]
+    digest = hashlib.sha256(f"{node.dtype.kind}{node.shape}".encode())
+    if node.dtype.kind in "OSU":
+        digest.update("\x00".join(_strings(data)).encode())
+    else:
+        digest.update(np.ascontiguousarray(data).tobytes())
+    return digest.hexdigest()
+
+
+def _checksums(f: h5py.File) -> dict[str, str]:
+    """Digest of every array outside the stimuli group, and the stimuli's own content digest."""
+    out = {}
+
+    def visit(name, node):
+        if isinstance(node, h5py.Dataset) and not name.startswith("stimuli/"):
+            out[name] = _node_digest(node)
+
+    f.visititems(visit)
+    if "stimuli" in f:
+        out["stimuli"] = str(f["stimuli"].attrs.get("digest", ""))
+    return out
+
+
+def _content_digest(checksums: Mapping[str, str]) -> str:
+    return hashlib.sha256(json.dumps(dict(checksums), sort_keys=True).encode()).hexdigest()[:16]
+
+
+class _Verifier:
+    """Compares arrays read from a file with the checksums stored in it when it was written."""
+
+    def __init__(self, path, f: h5py.File):
+        self.path = path
+        self.stored = json.loads(f.attrs["checksums"]) if "checksums" in f.attrs else None
+        self.checksums = dict(self.stored) if self.stored is not None else _checksums(f)
+
+    def check(self, f: h5py.File, key: str) -> None:
+        if self.stored is not None and key in self.stored and _node_digest(f[key]) != self.stored[key]:
+            raise NeuralDataError(f"{self.path}: {key} does not match the checksum stored when the file was "
+                                  "written (the file was changed since); prepare the dataset again")
+
+    def check_stimuli(self, stimuli: StimulusSet | None) -> None:
+        expected = (self.stored or {}).get("stimuli")
+        if stimuli is not None and expected and stimuli.content_digest() != expected:
+            raise NeuralDataError(f"{self.path}: the stimulus images differ from those the file was written "
+                                  f"with ({stimuli!r}); prepare the dataset again")
 
 
 def _umask() -> int:
@@ -422,12 +478,13 @@ def save(ds: NeuralDataset, path, *, embed_stimuli: bool = False, validate_first
     path = pathlib.Path(path)
     if validate_first:
         ds.validate(f"{path} (before writing)")
+    stimuli_digest = ds.stimuli.content_digest() if ds.stimuli is not None else ""
     path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
+    fd, tmp = tempfile.mkstemp(prefix=results.temporary_prefix(path), suffix=".tmp", dir=path.parent)
     os.close(fd)
     try:
         with h5py.File(tmp, "w") as f:
-            _write(ds, f, embed_stimuli)
+            _write(ds, f, embed_stimuli, stimuli_digest)
         os.chmod(tmp, 0o666 & ~_umask())
         os.replace(tmp, path)
     except BaseException:
@@ -444,15 +501,17 @@ def _strings(values) -> list[str]:
 class _LazyResponses(Mapping):
     """Responses read from the file on access (for datasets too large to hold in memory)."""
 
-    def __init__(self, path: str, keys):
-        self._path, self._keys = path, list(keys)
+    def __init__(self, path: str, keys, verifier: _Verifier):
+        self._path, self._keys, self._verifier = path, list(keys), verifier
 
     def __getitem__(self, key):
         if key not in self._keys:
             raise KeyError(key)
         split, subject, roi = key
+        name = f"{split}/neural_data/{subject}/{roi}"
         with h5py.File(self._path, "r") as f:
-            return f[f"{split}/neural_data/{subject}/{roi}"][()]
+            self._verifier.check(f, name)
+            return f[name][()]
 
     def __iter__(self):
         return iter(self._keys)
@@ -461,11 +520,12 @@ class _LazyResponses(Mapping):
         return len(self._keys)
 
 
-def load(path, *, lazy: bool = False, validate: bool = True) -> NeuralDataset:
+def load(path, *, lazy: bool = False, validate: bool = True, verify: bool = False) -> NeuralDataset:
     """Reads a dataset file written by `save` (or by the reference code's layout).
 
     lazy=True reads response arrays only when accessed. validate=True checks the whole contract and raises
-    NeuralDataError naming the file, split, subject, ROI and fault.
+    NeuralDataError naming the file, split, subject, ROI and fault. Every array read is compared with the
+    checksum stored at writing; verify=True also re-reads every stimulus image and compares their digest.
     """
     path = pathlib.Path(path)
     if not path.is_file():
@@ -475,6 +535,7 @@ def load(path, *, lazy: bool = False, validate: bool = True) -> NeuralDataset:
     except OSError as exc:
         raise NeuralDataError(f"{path}: not a readable HDF5 file ({exc})") from exc
     with f:
+        verifier = _Verifier(path, f)
         for attr in ("subjects", "rois", "splits"):
             if attr not in f.attrs:
                 raise NeuralDataError(f"{path}: missing attribute {attr!r}")
@@ -489,6 +550,8 @@ def load(path, *, lazy: bool = False, validate: bool = True) -> NeuralDataset:
             if key not in f:
                 raise NeuralDataError(f"{_where(path, split)}: missing dataset {key!r}")
             node = f[key]
+            for member in ([f"{key}/{s}" for s in node] if isinstance(node, h5py.Group) else [key]):
+                verifier.check(f, member)
             if isinstance(node, h5py.Group):
                 stimulus_ids[split] = {s: np.asarray(_strings(node[s][()])) for s in node}
             else:
@@ -499,6 +562,7 @@ def load(path, *, lazy: bool = False, validate: bool = True) -> NeuralDataset:
                     if key not in f:
                         raise NeuralDataError(f"{_where(path, split, subject, roi)}: missing dataset {key!r}")
                     if not lazy:
+                        verifier.check(f, key)
                         responses[(split, subject, roi)] = f[key][()]
         ceilings = {}
         for subject in subjects:
@@ -506,13 +570,17 @@ def load(path, *, lazy: bool = False, validate: bool = True) -> NeuralDataset:
                 key = f"noise_ceilings/{subject}/{roi}"
                 if key not in f:
                     raise NeuralDataError(f"{_where(path, None, subject, roi)}: missing dataset {key!r}")
+                verifier.check(f, key)
                 ceilings[(subject, roi)] = f[key][()]
         stimuli = StimulusSet.from_hdf5(f["stimuli"]) if "stimuli" in f else None
+    if verify:
+        verifier.check_stimuli(stimuli)
     if lazy:
-        responses = _LazyResponses(str(path), [(sp, su, r) for sp in splits for su in subjects for r in rois])
+        responses = _LazyResponses(str(path), [(sp, su, r) for sp in splits for su in subjects for r in rois],
+                                   verifier)
     ds = NeuralDataset(name=name, modality=modality, subjects=subjects, rois=rois, splits=splits,
                        stimulus_ids=stimulus_ids, responses=responses, noise_ceilings=ceilings, stimuli=stimuli,
-                       max_nc=max_nc)
+                       max_nc=max_nc, digest=_content_digest(verifier.checksums))
     if validate:
         ds.validate(str(path))
     return ds

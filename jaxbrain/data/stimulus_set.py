@@ -16,6 +16,7 @@ set can be pickled into data-loader workers.
 
 from __future__ import annotations
 
+import hashlib
 import io
 import os
 import pathlib
@@ -266,6 +267,24 @@ class StimulusSet:
         if self.kind == "zip":
             return self._open().read(self.members[k])
         return bytes(self._open()[self.dataset][int(self.members[k])])
+
+    def content_digest(self) -> str:
+        """SHA-256 over every id and its decoded pixels, the same however the images are stored.
+
+        Decodes every image; one StimulusError lists all that cannot be decoded.
+        """
+        digest, bad = hashlib.sha256(), []
+        for stimulus_id in self._ids:
+            try:
+                image = self.load(stimulus_id)
+            except (StimulusError, OSError) as err:
+                bad.append(f"{stimulus_id} ({err})")
+                continue
+            digest.update(f"{stimulus_id}\x00{image.shape}".encode() + np.ascontiguousarray(image).tobytes())
+        if bad:
+            raise StimulusError(f"{self!r}: {len(bad)} stimulus image(s) cannot be decoded: " + "; ".join(bad[:20])
+                                + (" ..." if len(bad) > 20 else ""))
+        return digest.hexdigest()
 
     # ---- HDF5 serialisation --------------------------------------------------------------------------------
     def to_hdf5(self, group: h5py.Group, *, embed: bool = False) -> None:

@@ -1,9 +1,10 @@
 """Converts a public dataset release into a validated NeuralDataset file (workdir/<dataset>.h5).
 
 The reader is chosen by `config.dataset` from `jaxbrain.data.sources.READERS` and called as
-`reader(config.source_dir, **config.options)`. The output is written atomically and validated; a rerun skips a
-dataset whose output exists and validates, so an interrupted run never leaves a half-written file behind.
-Several datasets may share one workdir; `summary.json` holds one entry per prepared file.
+`reader(config.source_dir, **config.options)` (see `jaxbrain.data.prepare`). The output is named after the
+dataset, written atomically, and its checksums verified in full; a rerun skips a dataset whose reader, options
+and source folder are unchanged. Several datasets may share one workdir; `summary.json` holds one entry per
+prepared file.
 """
 
 from __future__ import annotations
@@ -15,19 +16,9 @@ import pathlib
 import numpy as np
 
 from jaxbrain import results
-from jaxbrain.data import neural, sources
+from jaxbrain.data import neural, prepare, sources
 
 log = logging.getLogger(__name__)
-
-
-def output_path(config, workdir) -> pathlib.Path:
-    return pathlib.Path(workdir) / f"{config.dataset}.h5"
-
-
-def _remove_stale_temporaries(path: pathlib.Path) -> None:
-    for tmp in path.parent.glob(f".{path.name}.*.tmp"):
-        log.info("removing unfinished temporary file %s", tmp)
-        tmp.unlink(missing_ok=True)
 
 
 def describe(ds: neural.NeuralDataset) -> list[dict]:
@@ -56,31 +47,18 @@ def _table(rows: list[dict]) -> str:
 
 
 def run(config, workdir) -> dict:
-    """Prepares `config.dataset` from `config.source_dir` into `workdir/<dataset>.h5`; returns the summary."""
+    """Prepares `config.dataset` from `config.source_dir` into `workdir/<dataset name>.h5`; returns the summary."""
     workdir = pathlib.Path(workdir)
-    reader = sources.get_reader(config.dataset)
-    path = output_path(config, workdir)
-    _remove_stale_temporaries(path)
-    if path.is_file() and not config.get("overwrite", False):
-        try:
-            ds = neural.load(path, lazy=True)
-        except (neural.NeuralDataError, OSError, ValueError, KeyError) as err:
-            log.warning("existing %s does not validate (%s); preparing it again", path, err)
-        else:
-            log.info("%s exists and validates; skipping (set overwrite=True to redo)", path)
-            return _finish(ds, path, workdir, skipped=True)
+    sources.get_reader(config.dataset)
     if not config.source_dir:
         raise ValueError(f"dataset {config.dataset!r}: config.source_dir is empty; pass "
                          "--config.source_dir=<folder of the release>")
-    source = pathlib.Path(config.source_dir).expanduser()
-    if not source.exists():
-        raise FileNotFoundError(f"source of dataset {config.dataset!r} not found: {source}")
-    options = dict(config.get("options", {}) or {})
-    log.info("reading %s from %s with %s", config.dataset, source, options)
-    ds = reader(source, **options)
-    neural.save(ds, path, embed_stimuli=bool(config.get("embed_stimuli", False)))
-    ds = neural.load(path, lazy=True)  # check what is on disk, not what was in memory
-    return _finish(ds, path, workdir, skipped=False)
+    release = prepare.ReleaseEntry(config.dataset, pathlib.Path(config.source_dir).expanduser(),
+                                   dict(config.get("options", {}) or {}))
+    path, skipped = prepare.convert(release, workdir, embed_stimuli=bool(config.get("embed_stimuli", False)),
+                                    overwrite=bool(config.get("overwrite", False)))
+    ds = neural.load(path, lazy=True, verify=True)  # check what is on disk, not what was in memory
+    return _finish(ds, path, workdir, skipped=skipped)
 
 
 def _finish(ds: neural.NeuralDataset, path: pathlib.Path, workdir: pathlib.Path, skipped: bool) -> dict:

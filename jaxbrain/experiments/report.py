@@ -11,7 +11,7 @@ import re
 
 import pandas as pd
 
-from jaxbrain import plots, results
+from jaxbrain import plots, results, scaling
 
 
 
@@ -28,15 +28,16 @@ def _table_section(table: pd.DataFrame, workdir: pathlib.Path, metric: str) -> l
 
 def _scaling_section(config, table, workdir: pathlib.Path) -> tuple[list[str], dict]:
     from jaxbrain import inventory as inventory_lib
-    from jaxbrain.experiments import fit_scaling
 
     models = sorted(table["model"].astype(str).unique())
     try:
         inventory = inventory_lib.inventory_for(models, config.get("inventory") or None)
     except KeyError as err:
         return ["## Scaling", "", f"Not fitted: {err}", ""], {}
-    summary = fit_scaling.fit_all(table, inventory, workdir, axes=tuple(config.axes), min_models=4,
-                                  n_bootstrap=int(config.n_bootstrap), seed=42)
+    fits = scaling.fit_all(table, inventory, axes=tuple(config.axes), min_models=4,
+                           n_bootstrap=int(config.n_bootstrap), seed=42)
+    summary = dict(n_models=int(fits.points["model"].nunique()), plots=scaling.write_fits(fits, workdir),
+                   fits=fits.summary())
     lines = ["## Scaling", ""]
     if not summary["fits"]:
         return lines + ["Too few models with inventory data to fit (at least 4 per group).", ""], summary

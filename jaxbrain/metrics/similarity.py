@@ -106,13 +106,21 @@ def _cka_gram(k, l):
     return _hsic_unbiased(k, l) / jnp.sqrt(_hsic_unbiased(k, k) * _hsic_unbiased(l, l))
 
 
+def _centre_gram(k):
+    """H K H: the Gram matrix of the centred features (the unbiased HSIC is unchanged by centring, but the sums
+    it is built from are far better conditioned)."""
+    k = k - k.mean(axis=0, keepdims=True)
+    return k - k.mean(axis=1, keepdims=True)
+
+
 @jax.jit
 def cka_gram(gram_a, gram_b):
     """Unbiased CKA of two Gram matrices (..., n, n) over the same n stimuli (n >= 4)."""
     gram_a, gram_b = jnp.asarray(gram_a), jnp.asarray(gram_b)
     if gram_a.shape[-1] < 4:
         raise ValueError(f"cka: the unbiased estimator needs at least 4 stimuli, got {gram_a.shape[-1]}")
-    return jnp.vectorize(_cka_gram, signature="(n,n),(n,n)->()")(gram_a, gram_b)
+    centred = lambda k, l: _cka_gram(_centre_gram(k), _centre_gram(l))
+    return jnp.vectorize(centred, signature="(n,n),(n,n)->()")(gram_a, gram_b)
 
 
 @jax.jit
@@ -122,7 +130,10 @@ def cka(features, responses):
     _check_rows(features, responses)
     if features.shape[-2] < 4:
         raise ValueError(f"cka: the unbiased estimator needs at least 4 stimuli, got {features.shape[-2]}")
-    linear = lambda x, y: _cka_gram(x @ x.T, y @ y.T)
+    def linear(x, y):  # centred over stimuli before the products (float32 loses the signal otherwise)
+        x, y = x - x.mean(axis=0), y - y.mean(axis=0)
+        return _cka_gram(x @ x.T, y @ y.T)
+
     return jnp.vectorize(linear, signature="(n,d),(n,t)->()")(features, responses)
 
 

@@ -67,9 +67,9 @@ class ImageDecodeError(ValueError):
 def decode(data: bytes) -> Image.Image:
     """Encoded image bytes (any PIL format) -> an RGB PIL image, fully decoded."""
     try:
-        with Image.open(io.BytesIO(data)) as image:
-            image.load()
-            return image.convert("RGB")
+        image = Image.open(io.BytesIO(data))
+        image.load()
+        return image if image.mode == "RGB" else image.convert("RGB")
     except Exception as err:  # PIL raises several unrelated types for corrupt data
         raise ImageDecodeError(f"cannot decode image ({type(err).__name__}: {err})") from err
 
@@ -82,8 +82,11 @@ def _resample(name: str) -> Image.Resampling:
 
 def normalize(image: Image.Image | np.ndarray, mean, std) -> np.ndarray:
     """uint8 (H, W, 3) -> float32 ``(x / 255 - mean) / std`` (torchvision's ToTensor + Normalize, channels last)."""
-    x = np.asarray(image, dtype=np.float32) / np.float32(255.0)
-    return (x - np.asarray(mean, np.float32)) / np.asarray(std, np.float32)
+    x = np.array(image, dtype=np.float32)
+    x /= np.float32(255.0)
+    x -= np.asarray(mean, np.float32)
+    x /= np.asarray(std, np.float32)
+    return x
 
 
 # ---------------------------------------------------------------- geometric transforms
@@ -205,11 +208,11 @@ def rand_augment_op(image: Image.Image, name: str, argument, fill: tuple[int, in
                     resample: str = "bicubic") -> Image.Image:
     """Apply one RandAugment op with its argument (PIL, as timm's ops)."""
     kw = {"resample": _resample(resample), "fillcolor": fill}
-    affine = {"ShearX": (1, argument, 0, 0, 1, 0), "ShearY": (1, 0, 0, argument, 1, 0),
-              "TranslateXRel": (1, 0, argument * image.width, 0, 1, 0),
-              "TranslateYRel": (1, 0, 0, 0, 1, argument * image.height)}
-    if name in affine:
-        return image.transform(image.size, Image.Transform.AFFINE, affine[name], **kw)
+    if name in ("ShearX", "ShearY", "TranslateXRel", "TranslateYRel"):
+        coefficients = {"ShearX": (1, argument, 0, 0, 1, 0), "ShearY": (1, 0, 0, argument, 1, 0),
+                        "TranslateXRel": (1, 0, argument * image.width, 0, 1, 0),
+                        "TranslateYRel": (1, 0, 0, 0, 1, argument * image.height)}[name]
+        return image.transform(image.size, Image.Transform.AFFINE, coefficients, **kw)
     if name == "Rotate":
         return image.rotate(argument, **kw)
     if name == "AutoContrast":
@@ -260,16 +263,28 @@ class RandAugment:
 # ---------------------------------------------------------------- DeiT III 3-Augment and colour jitter
 
 
-def color_jitter(image: Image.Image, rng: np.random.Generator, strength: float = 0.3) -> Image.Image:
-    """torchvision ``ColorJitter(s, s, s)``: brightness, contrast, saturation factors ~ U(1 - s, 1 + s) applied
-    in a random order."""
-    enhancers = (ImageEnhance.Brightness, ImageEnhance.Contrast, None, ImageEnhance.Color)  # slot 2 = hue (off)
+_JITTER_ENHANCERS = (ImageEnhance.Brightness, ImageEnhance.Contrast, ImageEnhance.Color)
+
+
+def color_jitter_params(rng: np.random.Generator, strength: float = 0.3) -> tuple[tuple[int, ...], tuple]:
+    """torchvision ``ColorJitter(s, s, s).get_params``: an order of the four slots (brightness, contrast,
+    saturation, hue) and factors ~ U(1 - s, 1 + s) for the first three (hue off)."""
+    order = tuple(int(i) for i in rng.permutation(4))
     low, high = max(0.0, 1.0 - strength), 1.0 + strength
-    factors = [rng.uniform(low, high) if e is not None else None for e in enhancers]
-    for slot in rng.permutation(4):
-        if enhancers[slot] is not None:
-            image = enhancers[slot](image).enhance(factors[slot])
+    return order, tuple(float(rng.uniform(low, high)) for _ in _JITTER_ENHANCERS)
+
+
+def apply_color_jitter(image: Image.Image, order: tuple[int, ...], factors: tuple) -> Image.Image:
+    """Brightness, contrast, saturation (PIL enhancers, as torchvision's PIL path) in slot ``order``."""
+    for slot in order:
+        if slot < len(_JITTER_ENHANCERS):
+            image = _JITTER_ENHANCERS[slot](image).enhance(factors[slot])
     return image
+
+
+def color_jitter(image: Image.Image, rng: np.random.Generator, strength: float = 0.3) -> Image.Image:
+    """torchvision ``ColorJitter(s, s, s)`` on a PIL image."""
+    return apply_color_jitter(image, *color_jitter_params(rng, strength))
 
 
 def three_augment(image: Image.Image, rng: np.random.Generator) -> Image.Image:
@@ -285,7 +300,7 @@ def three_augment(image: Image.Image, rng: np.random.Generator) -> Image.Image:
 def random_erasing(image: np.ndarray, rng: np.random.Generator, prob: float = 0.25, min_area: float = 0.02,
                    max_area: float = 1 / 3, min_aspect: float = 0.3) -> np.ndarray:
     """timm's ``RandomErasing(mode="pixel")`` on a normalised (H, W, C) image: with probability ``prob``, one box
-    (ten tries) filled with standard-normal noise per pixel. Returns a new array."""
+    (ten tries) filled with standard-normal noise per pixel, in place. Returns ``image``."""
     if rng.random() > prob:
         return image
     height, width, channels = image.shape
@@ -298,7 +313,6 @@ def random_erasing(image: np.ndarray, rng: np.random.Generator, prob: float = 0.
         if w < width and h < height:
             top = int(rng.integers(0, height - h + 1))
             left = int(rng.integers(0, width - w + 1))
-            image = image.copy()
             image[top:top + h, left:left + w] = rng.standard_normal((h, w, channels), dtype=np.float32)
             break
     return image
@@ -348,24 +362,32 @@ class MixupCutmix:
         alpha = self.cutmix_alpha if use_cutmix else self.mixup_alpha
         return float(rng.beta(alpha, alpha)), use_cutmix
 
-    def __call__(self, images: np.ndarray, labels: np.ndarray, num_classes: int,
-                 rng: np.random.Generator) -> tuple[np.ndarray, np.ndarray]:
-        """Mix (n, H, W, C) ``images`` (n even) with their neighbours; returns images and (n, C) label_probs."""
+    def mix(self, images: np.ndarray, labels: np.ndarray, num_classes: int, lam: float, use_cutmix: bool,
+            center: tuple[int, int]) -> tuple[np.ndarray, np.ndarray]:
+        """Mix (n, H, W, C) float32 ``images`` (n even) in place with their neighbours given the batch's parameters
+        (``center``: the cutmix box centre (cy, cx)); returns the images and (n, num_classes) label_probs."""
         n, height, width = images.shape[:3]
         if n % 2:
             raise ValueError(f"mixup/cutmix needs an even number of rows per process, got {n}")
         partner = np.arange(n) ^ 1
-        lam, use_cutmix = self.params(rng)
         if lam != 1.0:
             if use_cutmix:
-                cy, cx = int(rng.integers(0, height)), int(rng.integers(0, width))
-                (y0, y1, x0, x1), lam = cutmix_box(height, width, lam, cy, cx)
-                images = images.copy()
-                images[:, y0:y1, x0:x1] = images[partner, y0:y1, x0:x1]
+                (y0, y1, x0, x1), lam = cutmix_box(height, width, lam, *center)
+                images[:, y0:y1, x0:x1] = images[partner, y0:y1, x0:x1]  # the right side is a copy
             else:
-                images = images * np.float32(lam) + images[partner] * np.float32(1.0 - lam)
+                partners = images[partner]
+                partners *= np.float32(1.0 - lam)
+                images *= np.float32(lam)
+                images += partners
         targets = smooth_one_hot(labels, num_classes, self.label_smoothing)
         return images, (lam * targets + (1.0 - lam) * targets[partner]).astype(np.float32)
+
+    def __call__(self, images: np.ndarray, labels: np.ndarray, num_classes: int,
+                 rng: np.random.Generator) -> tuple[np.ndarray, np.ndarray]:
+        """Draw this batch's parameters from ``rng`` and :meth:`mix` (in place)."""
+        lam, use_cutmix = self.params(rng)
+        center = (int(rng.integers(0, images.shape[1])), int(rng.integers(0, images.shape[2])))
+        return self.mix(images, labels, num_classes, lam, use_cutmix, center)
 
 
 # ---------------------------------------------------------------- recipes
@@ -412,7 +434,7 @@ class Recipe:
 
     def batch(self, images: np.ndarray, labels: np.ndarray, num_classes: int,
               rng: np.random.Generator) -> dict[str, np.ndarray]:
-        """The batch-level step: mixing and/or label smoothing -> {"image", "label", ["label_probs"]}."""
+        """The batch-level step: mixing (in place) and/or label smoothing -> {"image", "label", ["label_probs"]}."""
         out = {"image": images, "label": labels}
         if self.mixing is not None:
             out["image"], out["label_probs"] = self.mixing(images, labels, num_classes, rng)

@@ -12,7 +12,7 @@ Source layouts (ImageNet/Ecoset style; class index = position in the sorted clas
 :func:`prepare_image_folder` decodes every image once to check it (all undecodable files are listed in one
 error), then writes the encoded bytes unchanged with a small ``tfds.core.GeneratorBasedBuilder`` (ArrayRecord,
 no TensorFlow; records in listing order) into a temporary directory that is renamed into place only when
-complete. Beside tfds's files the prepared directory holds ``prepared.json`` (class names, split sizes, the
+complete (what a killed build leaves is removed by the next). Beside tfds's files the prepared directory holds ``prepared.json`` (class names, split sizes, the
 content fingerprint: sha256 over every (split, class, name, sha256 of bytes) and the split settings) and
 ``labels-<split>.npy`` (the label of each record, for subsets without reading images). A rerun with the same
 content and settings is skipped; different content is an error unless ``overwrite``.
@@ -174,8 +174,9 @@ def plan_splits(root: str | os.PathLike, validation_fraction: float = 0.1,
     return scanned, class_names
 
 
-def _check_and_fingerprint(splits: dict[str, list[ImageFile]], settings: dict) -> str:
-    """Decode every image (listing all failures in one error) and hash the content with the settings."""
+def _fingerprint(splits: dict[str, list[ImageFile]], settings: dict, check_decoding: bool) -> str:
+    """sha256 of the settings and every image's (split, class, name, sha256 of bytes); with ``check_decoding``
+    also decode each image, listing every failure in one error."""
     digest = hashlib.sha256(json.dumps(settings, sort_keys=True).encode())
     bad = []
     for split, files in splits.items():
@@ -183,14 +184,15 @@ def _check_and_fingerprint(splits: dict[str, list[ImageFile]], settings: dict) -
             try:
                 if isinstance(data, OSError):
                     raise data
-                augment.decode(data)
+                if check_decoding:
+                    augment.decode(data)
             except (OSError, augment.ImageDecodeError) as err:
                 bad.append(f"{f.name} ({err})")
                 continue
             item = [split, f.class_name, f.name, hashlib.sha256(data).hexdigest()]
             digest.update(json.dumps(item).encode())
     if bad:
-        raise ImageFolderError(f"{len(bad)} undecodable image(s): {'; '.join(bad)}")
+        raise ImageFolderError(f"{len(bad)} unreadable or undecodable image(s): {'; '.join(bad)}")
     return digest.hexdigest()
 
 
@@ -261,6 +263,14 @@ def _write_prepared(tmp: pathlib.Path, splits: dict[str, list[ImageFile]], class
     return built
 
 
+def _remove_stale(output: pathlib.Path) -> None:
+    """Delete what a killed earlier build left beside ``output`` (its temporary and swapped-out folders)."""
+    for pattern in (f".{output.name}.tmp-*", f".{output.name}.old-*"):
+        for stale in output.parent.glob(pattern):
+            log.info("removing %s left by an interrupted build", stale)
+            shutil.rmtree(stale, ignore_errors=True)
+
+
 def _replace_dir(built: pathlib.Path, output: pathlib.Path) -> None:
     """Move ``built`` to ``output``; an existing ``output`` is swapped out first and deleted after."""
     old = None
@@ -282,14 +292,15 @@ def prepare_image_folder(source: str | os.PathLike, output: str | os.PathLike, *
     splits, class_names = plan_splits(source, validation_fraction, split_seed)
     settings = {"format": FORMAT, "class_names": list(class_names), "validation_fraction": validation_fraction,
                 "split_seed": split_seed, "splits": sorted(splits)}
-    fingerprint = _check_and_fingerprint(splits, settings)
+    _remove_stale(output)
     existing = _manifest(output) if output.exists() else None
-    if existing is not None and existing.get("fingerprint") == fingerprint:
+    if existing is not None and existing.get("fingerprint") == _fingerprint(splits, settings, False):
         log.info("%s already holds this content and settings; skipping", output)
         return load_prepared(output)
     if output.exists() and not overwrite:
         why = "was prepared from other content or settings" if existing else "exists and is not a prepared directory"
         raise ImageFolderError(f"{output} {why}; pass overwrite=True to replace it")
+    fingerprint = _fingerprint(splits, settings, True)
     manifest = {**settings, "fingerprint": fingerprint, "source": str(pathlib.Path(source).resolve()),
                 "split_sizes": {s: len(f) for s, f in splits.items()},
                 "class_counts": {s: [len(g) for g in _by_class(files, class_names)] for s, files in splits.items()}}
