@@ -8,7 +8,8 @@ each ROI's layer comes from a score run (`score_results=<score workdir>`) or `la
 The task stream is a labelled image folder (`task_source`) or a prepared directory (`task_prepared`).
 Sweeps: `fractions=0.01+0.1+1.0`, `seeds=0+1+2`, `lrs=1e-5+1e-4`, `epochs=20`; `control=true` adds the
 stimulus-response permutation control of every point; `lora_rank=32` trains LoRA adapters and the head only
-(lr 1e-4 in the paper's shared setting). `local=true` is a tiny smoke mode (1 epoch, tiny batches, float32).
+(lr 1e-4 in the paper's shared setting). The baseline and each fine-tuned model are rescored by the score
+pipeline on the benchmark and on `rescore=<h5>+<h5>` (alignment change per benchmark in results.csv). `local=true` is a tiny smoke mode (1 epoch, tiny batches, float32).
 Presets for the paper's settings are in configs/paper/.
 """
 
@@ -44,6 +45,10 @@ def finetune_config(args) -> ml_collections.ConfigDict:
     config.augment = True
     config.alphas = tuple(DEFAULT_ALPHAS.tolist())
     config.min_ceiling = 10.0
+    # the baseline and every fine-tuned model rescored by the score pipeline (exact kernel, no projection) on
+    # the fine-tuning benchmark and these other benchmarks (HDF5 files or reader:source_dir)
+    config.rescore = ml_collections.ConfigDict(dict(enabled=True, benchmarks=tuple(b for b in args.rescore if b),
+                                                    layers=()))
     config.lora = ml_collections.ConfigDict(dict(rank=args.lora_rank, alpha=32.0, dropout=0.1, head="head"))
     if args.local:
         config.epoch_grid, config.epochs = (1,), 1
@@ -54,7 +59,7 @@ def finetune_config(args) -> ml_collections.ConfigDict:
 
 ARGUMENTS = dict(model="cifar_resnet20", weights="", num_classes=0, benchmark="", rois=("",), layers=("",),
                  score_results="", task_source="", task_prepared="", fractions=(1.0,), seeds=(0,), lrs=(1e-5,),
-                 epochs=(20,), control=False, lora_rank=0, local=False)
+                 epochs=(20,), control=False, lora_rank=0, rescore=("",), local=False)
 
 
 def get_config(arg: str | None = None):

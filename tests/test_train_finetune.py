@@ -38,6 +38,7 @@ def test_cowley_fine_tune_and_permutation_control(realdata, tmp_path):
         config.optimizer.min_lr = 1e-4
         config.progress = False
         config.eval_batch_size = 64
+        config.rescore.enabled = False  # the score pipeline's rescoring is a benchmark, not a test
     summary = launch.launch(config, tmp_path / "run")
     runs = pd.read_csv(tmp_path / "run" / "finetune.csv").set_index("control")
     real, permuted = runs.loc["none"], runs.loc["permuted"]

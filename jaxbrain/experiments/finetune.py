@@ -21,7 +21,7 @@ import numpy as np
 import pandas as pd
 from flax import nnx
 
-from jaxbrain import results
+from jaxbrain import features, pipeline, results
 from jaxbrain.data import neural, sources
 from jaxbrain.models import registry
 from jaxbrain.train import export, finetuning, image_folder
@@ -97,6 +97,33 @@ def _rows(label: str, stage: str, values: dict, benchmark: str, rois, seed: int)
                  metric=metric, value=float(value), seed=seed) for metric, value in values.items()]
 
 
+def rescore(model: nnx.Module, spec: registry.ModelSpec, label: str, benchmarks, config) -> list[dict]:
+    """Test rows of the unchanged score pipeline (exact-kernel ridge, i.e. no projection) on every benchmark."""
+    scoring_config = pipeline.ScoringConfig(alphas=tuple(config.alphas), min_ceiling=config.min_ceiling,
+                                            similarity=False)
+    layers = list(config.rescore.layers or spec.layers)
+    rows = []
+    for dataset in benchmarks:
+        def extract(names, dataset=dataset):
+            return features.extract(model, spec, dataset.stimuli, pipeline.stimulus_order(dataset), names,
+                                    keep="gram", batch_size=config.eval_batch_size, progress=False)
+        scores = pipeline.score_model(extract, dataset, layers, dict(zip(spec.layers, spec.depths)), scoring_config,
+                                      gram=True)
+        rows += scores.test_rows(label, config.model.seed)
+    return rows
+
+
+def alignment_change(rows: list[dict], baseline_rows: list[dict], label: str) -> list[dict]:
+    """Fig. 5 layout: per benchmark, fine-tuned minus baseline test r_nc (cross-subject rows, mean over ROIs)."""
+    def per_benchmark(frame):
+        frame = pd.DataFrame(frame)
+        frame = frame[(frame.stage == "test") & (frame.metric == "r_nc") & (frame.subject.astype(str) == "all")]
+        return frame.groupby("benchmark")["value"].mean()
+    change = per_benchmark(rows) - per_benchmark(baseline_rows)
+    return [dict(model=label, benchmark=bench, subject="all", roi="", layer="", stage="change", metric="delta_r_nc",
+                 value=float(value), seed=0) for bench, value in change.items()]
+
+
 def _layers(config, dataset, rois) -> dict[str, str]:
     if config.layers:
         given = dict(item.split("=", 1) for item in config.layers)
@@ -143,9 +170,20 @@ def run(config, workdir) -> dict:
         store.put(("baseline",), _rows(f"{config.model.name}_baseline", "baseline", refit(model, spec),
                                        dataset.name, rois, config.model.seed))
     baseline = {m: v for m, v in zip(store.get(("baseline",)).metric, store.get(("baseline",)).value)}
+    benchmarks = [dataset] + [open_benchmark(entry, workdir) for entry in config.rescore.benchmarks]
+    if config.rescore.enabled and not store.has(("rescore", "baseline")):
+        spec, model = base_model(config)
+        store.put(("rescore", "baseline"), rescore(model, spec, f"{config.model.name}_baseline", benchmarks, config))
     sweep = []
     for label, point in grid(config):
         meta = run_point(config, point, label, context, workdir)
+        if config.rescore.enabled and not store.has(("rescore", label)):
+            spec = registry.get(config.model.name)
+            tuned = spec.build(rngs=nnx.Rngs(0), num_classes=config.model.num_classes or None)
+            spec.load_weights(tuned, workdir / "export" / meta["weights"])
+            rows = rescore(tuned, spec, label, benchmarks, config)
+            base_rows = store.get(("rescore", "baseline")).to_dict("records")
+            store.put(("rescore", label), rows + alignment_change(rows, base_rows, label))
         row = sweep_row(label, meta, baseline)
         sweep.append(row)
         store.put((label,), [r for stage, prefix in (("before", "before_"), ("finetune", "after_"),
