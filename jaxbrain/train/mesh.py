@@ -29,6 +29,8 @@ import jax
 import numpy as np
 from jax.sharding import AxisType, NamedSharding, PartitionSpec as P
 
+from jaxbrain import sharding
+
 DATA, FSDP = "data", "fsdp"
 BATCH_AXES = (DATA, FSDP)
 DEFAULT_RULES = (".*=auto",)
@@ -142,16 +144,8 @@ def place(tree, shardings):
 
 def process_rows(mesh: jax.sharding.Mesh, global_batch_size: int) -> tuple[int, int]:
     """``(start, stop)``: the contiguous rows of a global batch that this process's devices hold."""
-    n = mesh.devices.size
-    if global_batch_size % n:
-        raise ValueError(f"global batch size {global_batch_size} is not a multiple of the {n} devices")
-    index_map = batch_sharding(mesh).addressable_devices_indices_map((global_batch_size,))
-    blocks = sorted({(idx[0].start or 0, idx[0].stop or global_batch_size) for idx in index_map.values()})
-    start, stop = blocks[0][0], blocks[-1][1]
-    if sum(b - a for a, b in blocks) != stop - start:
-        raise ValueError("this process's devices do not hold a contiguous block of the batch; build the mesh "
-                         "with make_mesh() so each host's devices are adjacent")
-    return start, stop
+    flat = jax.sharding.Mesh(mesh.devices.reshape(-1), (sharding.DATA_AXIS,))  # the batch axes' device order
+    return sharding.process_rows(flat, global_batch_size)
 
 
 def global_batch(local: Mapping[str, np.ndarray], mesh: jax.sharding.Mesh) -> dict[str, jax.Array]:
