@@ -1,8 +1,8 @@
 """Hybrid fine-tuning step speed: jaxbrain's jitted train step against the same step in PyTorch.
 
   python -m benchmarks.train [--models vit_s16,resnet50] [--task 32] [--neural 16] [--iters 5] [--threads 2]
-      CPU, float32, 224 px: images/s of one hybrid step (task + neural batch through the model in one forward,
-      cross-entropy on the task rows, a frozen readout (T = 100 targets) on the flattened activations of a
+      CPU, float32, 224 px: images/s of one hybrid step (task and neural batch through the model in two
+      forward passes, cross-entropy on the task batch, a frozen readout (T = 100 targets) on the flattened activations of a
       middle layer of the neural rows, MSE, backward, AdamW update), jaxbrain (:class:`jaxbrain.train.step.Trainer`
       with :class:`jaxbrain.train.hybrid.HybridLoss`) against timm/torchvision in PyTorch with the same shapes,
       threads and precision; prints the ratio.
@@ -109,9 +109,10 @@ def torch_step(name: str, n_task: int, n_neural: int, device: str, bf16: bool, c
 
     def run():
         with torch.autocast(device_type=device, dtype=torch.bfloat16, enabled=bf16):
-            logits = forward(x)
-            feats = captured["x"][n_task:].reshape(n_neural, -1).float()
-            ce = torch.nn.functional.cross_entropy(logits[:n_task].float(), labels)
+            logits = forward(x[:n_task])
+            forward(x[n_task:])
+            feats = captured["x"].reshape(n_neural, -1).float()
+            ce = torch.nn.functional.cross_entropy(logits.float(), labels)
             mse = ((feats @ weight + bias - targets) ** 2).mean()
             loss = 0.1 * ce + 100.0 * mse
         opt.zero_grad(set_to_none=True)

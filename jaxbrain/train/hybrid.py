@@ -7,9 +7,10 @@ Every step takes one task batch (images with class labels) and one neural batch 
 
 with lambda_task = 0.1 and lambda_neural = 100 (Table S3). MSE_(s, r) is the mean squared error, over the
 items of the neural batch that subject s saw and over the ROI's targets, between the responses and the frozen
-readout (W, b) of (s, r) applied to the flattened activations of r's committed layer. Both batches go through
-the model in one forward pass (concatenated; batch-norm statistics are those of the joint batch), the logits
-of the task rows feeding the cross-entropy and the committed layers of the neural rows feeding the readouts.
+readout (W, b) of (s, r) applied to the flattened activations of r's committed layer. The two batches go
+through the model in two forward passes, as in the reference code, so a batch-norm model normalises each with its
+own batch statistics (one joint pass would mix natural task images with the neural stimuli, whose statistics
+differ, and degrade the pretrained features of both).
 
 Held-out evaluation: the readouts' predictions for a split's stimuli, Pearson r per target against the
 responses, averaged over targets per (subject, ROI) and then over pairs (``neural_r``), and the MSE
@@ -48,13 +49,13 @@ class HybridLoss:
     neural_weight: float = PAPER_NEURAL_WEIGHT
 
     def __call__(self, model, batch: dict, readouts: dict):
-        n_task = batch["task_image"].shape[0]
-        logits, out = model(jnp.concatenate([batch["task_image"], batch["image"]]), train=True)
+        logits, _ = model(batch["task_image"], train=True)
         task = {k[len("task_"):]: v for k, v in batch.items() if k.startswith("task_")}
-        ce = tasks.cross_entropy(logits[:n_task], task).mean()
+        ce = tasks.cross_entropy(logits, task).mean()
+        _, out = model(batch["image"], train=True)
         neural = jnp.zeros((), jnp.float32)
         for key, layer in self.layers:
-            predictions = readout_predictions(out[layer][n_task:], readouts[key])
+            predictions = readout_predictions(out[layer], readouts[key])
             per_item = jnp.mean((predictions - batch[f"target/{key}"]) ** 2, axis=-1)
             present = batch[f"present/{key}"]
             neural = neural + jnp.sum(per_item * present) / jnp.maximum(jnp.sum(present), 1.0)
