@@ -34,7 +34,7 @@ def _class_tree(root: pathlib.Path, n_classes=10, per_class=11, size=36):
 def test_tiny_pretraining_learns_and_exports(tmp_path):
     tree = _class_tree(tmp_path / "images")
     config = launch.load_config(f"{ROOT}/configs/pretrain.py:model=cifar_resnet20,source={tree},samples_per_class=8,"
-                                "epochs=4,batch_size=20,eval_batch_size=40,lr=0.003,warmup_epochs=0.5")
+                                "epochs=4,batch_size=16,eval_batch_size=40,lr=0.003,warmup_epochs=0.5")
     with config.unlocked():
         config.progress = False
         config.data.validation_fraction = 0.25
@@ -44,7 +44,7 @@ def test_tiny_pretraining_learns_and_exports(tmp_path):
     assert result["validation"]["top1"] >= 0.4  # chance is 0.1
     run_dir = tmp_path / "run" / "runs" / label
     train = pd.read_csv(run_dir / "train_metrics.csv")
-    steps_per_epoch = 80 // 20
+    steps_per_epoch = 80 // 16
     assert len(train) == 4 * steps_per_epoch
     first, last = train.loss[:steps_per_epoch].mean(), train.loss[-steps_per_epoch:].mean()
     assert last < 0.7 * first
