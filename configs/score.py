@@ -23,6 +23,7 @@ def base_config() -> ml_collections.ConfigDict:
     config.min_ceiling = 10.0           # percent; EEG/MEG use sqrt(NC/100) > 0.1 instead
     config.similarity = True            # RSA/CKA ("c" and "ve") at the committed layers, on the test split
     config.min_test_stimuli = 20        # a smaller test split is scored with a warning
+    config.n_bootstrap = 1000           # resamples of the test stimuli (and subjects) for 95 % intervals
     config.on_change = "new"            # rerun with other settings: "new" scores them beside the old; "refuse"
     config.benchmarks = ()
     config.models = ml_collections.ConfigDict()

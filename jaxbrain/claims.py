@@ -118,6 +118,7 @@ def do_units(units: Sequence[tuple[str, pathlib.Path, Callable[[], bool], Callab
     waiting = []
     for unit in units:
         if not _attempt(unit, stale_after):
+            log.info("%s is claimed by another process %s; coming back to it", unit[0], Claim(unit[1]).holder())
             waiting.append(unit)
     while waiting:
         time.sleep(poll)
@@ -131,7 +132,6 @@ def _attempt(unit, stale_after) -> bool:
         return True
     claim = Claim(path, stale_after=stale_after)
     if not claim.try_acquire():
-        log.info("%s is claimed by %s; coming back to it", name, claim.holder())
         return False
     try:
         if not done():  # finished by another process between the check and the claim

@@ -17,7 +17,7 @@ from typing import Any, Protocol
 
 import numpy as np
 
-from jaxbrain import metrics, ridge, scoring
+from jaxbrain import metrics, ridge, scoring, uncertainty
 from jaxbrain.data import neural
 
 log = logging.getLogger(__name__)
@@ -37,6 +37,7 @@ class ScoringConfig:
     min_ceiling: float = 10.0
     similarity: bool = True
     min_test_stimuli: int = 20
+    n_bootstrap: int = uncertainty.N_BOOTSTRAP
 
     @classmethod
     def from_config(cls, config) -> "ScoringConfig":
@@ -45,7 +46,8 @@ class ScoringConfig:
                    alphas=tuple(float(a) for a in config.ridge.alphas),
                    alpha_per_target=bool(config.ridge.alpha_per_target), min_ceiling=float(config.min_ceiling),
                    similarity=bool(config.similarity),
-                   min_test_stimuli=int(config.get("min_test_stimuli", cls.min_test_stimuli)))
+                   min_test_stimuli=int(config.get("min_test_stimuli", cls.min_test_stimuli)),
+                   n_bootstrap=int(config.get("n_bootstrap", cls.n_bootstrap)))
 
 
 @dataclasses.dataclass(frozen=True)
@@ -100,7 +102,7 @@ def scoring_problem(dataset: neural.NeuralDataset, config: ScoringConfig) -> Sco
         blocks[subject] = (np.array([position[str(i)] for i in (*train_ids, *test_ids)]), len(train_ids))
         for roi in dataset.rois:
             ceiling = dataset.ceiling(subject, roi)
-            kept = scoring.kept_targets(ceiling, dataset.modality, config.min_ceiling)
+            kept = dataset.scored_targets(subject, roi, config.min_ceiling)
             if not kept.any():
                 raise ValueError(f"{dataset.name}: subject {subject}, ROI {roi}: no target passes the ceiling "
                                  "threshold")
@@ -122,8 +124,10 @@ def score_layer(problem: ScoringProblem, features: np.ndarray, config: ScoringCo
         data = _subject_data(features, positions, gram)
         folds = scoring.kfold(n_train, config.n_splits, config.shuffle, config.seed)
         rois = {roi: problem.targets[(subject, roi)] for roi in problem.rois}
+        counts = uncertainty.resample_counts(len(positions) - n_train, config.n_bootstrap, config.seed,
+                                             problem.benchmark, subject)
         scores = scoring.score_layer(data, rois, gram=gram, folds=folds, alphas=np.asarray(config.alphas),
-                                     alpha_per_target=config.alpha_per_target)
+                                     alpha_per_target=config.alpha_per_target, test_counts=counts)
         out.update({(subject, roi): score for roi, score in scores.items()})
     return out
 
@@ -167,7 +171,8 @@ COMMITTED_CV = "cv_committed"  # the stage of committed-layer rows of a benchmar
 
 
 def _row(**kw) -> dict[str, Any]:
-    base = dict(subject="all", layer="", depth=np.nan, n_targets=0, alpha=np.nan, alpha_at_edge="", seed=0)
+    base = dict(subject="all", layer="", depth=np.nan, n_targets=0, alpha=np.nan, alpha_at_edge="", ci_low=np.nan,
+                ci_high=np.nan, seed=0)
     base.update(kw)
     return base
 
@@ -193,6 +198,7 @@ class BenchmarkScores:
     ceilings: dict[Key, np.ndarray]
     alphas: tuple[float, ...]
     has_test: bool = True
+    seed: int = 0  # of the bootstrap resamples of subjects
     per_layer: dict[str, dict[Key, scoring.LayerScore]] = dataclasses.field(default_factory=dict)
     committed: dict[str, str] = dataclasses.field(default_factory=dict)
     similarity: dict[Key, dict[str, float]] = dataclasses.field(default_factory=dict)
@@ -217,14 +223,16 @@ class BenchmarkScores:
         return rows
 
     def _committed_values(self, score: scoring.LayerScore, ceiling: np.ndarray) -> dict[str, tuple]:
-        """metric -> (value, alpha) at the committed layer: test scores, or CV scores without a test split."""
+        """metric -> (value, alpha, bootstrap replicates) at the committed layer: test scores, or CV scores
+        without a test split."""
+        none = np.zeros(0)
         if self.has_test:
-            return {"r": (float(np.nanmean(score.test_r)), np.nan),
-                    "r_nc": (float(np.nanmean(score.test_r_nc)), score.test_alpha),
-                    "nc": (float(np.mean(ceiling)), np.nan)}
-        return {"r": (float(np.mean(score.cv_r)), np.nan),
-                "r_nc": (score.cv_score, _geometric_mean(score.cv_alpha)),
-                "nc": (float(np.mean(ceiling)), np.nan)}
+            return {"r": (float(np.nanmean(score.test_r)), np.nan, score.test_bootstrap_r),
+                    "r_nc": (float(np.nanmean(score.test_r_nc)), score.test_alpha, score.test_bootstrap_r_nc),
+                    "nc": (float(np.mean(ceiling)), np.nan, none)}
+        return {"r": (float(np.mean(score.cv_r)), np.nan, none),
+                "r_nc": (score.cv_score, _geometric_mean(score.cv_alpha), none),
+                "nc": (float(np.mean(ceiling)), np.nan, none)}
 
     def test_rows(self, model: str, seed: int = 0) -> list[dict]:
         """Per ROI: cross-subject CV means of every layer, test scores at the committed layer, similarity."""
@@ -237,17 +245,23 @@ class BenchmarkScores:
                                  metric="r_nc", value=float(value)))
             base = dict(common, roi=roi, layer=committed, depth=self.depths[committed],
                         stage="test" if self.has_test else COMMITTED_CV)
-            per_subject = {metric: [] for metric in ("r", "r_nc", "nc")}
+            per_subject = {metric: ([], []) for metric in ("r", "r_nc", "nc")}
             for subject in self.subjects:
                 score, ceiling = self.per_layer[committed][(subject, roi)], self.ceilings[(subject, roi)]
-                for metric, (value, alpha) in self._committed_values(score, ceiling).items():
+                for metric, (value, alpha, replicates) in self._committed_values(score, ceiling).items():
                     edge = _at_edge(alpha, self.alphas) if metric == "r_nc" else ""
+                    lo, hi = uncertainty.interval(replicates)
                     rows.append(_row(**base, subject=subject, metric=metric, value=value, alpha=alpha,
-                                     alpha_at_edge=edge, n_targets=len(ceiling)))
-                    per_subject[metric].append(value)
+                                     alpha_at_edge=edge, n_targets=len(ceiling), ci_low=lo, ci_high=hi))
+                    per_subject[metric][0].append(value)
+                    per_subject[metric][1].append(replicates)
             n_total = int(sum(len(self.ceilings[(s, roi)]) for s in self.subjects))
-            rows += [_row(**base, metric=metric, value=float(np.mean(values)), n_targets=n_total)
-                     for metric, values in per_subject.items()]
+            for metric, (values, replicates) in per_subject.items():
+                lo, hi = (uncertainty.interval(uncertainty.across_subjects(replicates, self.seed, self.benchmark,
+                                                                           roi)) if len(replicates[0]) else
+                          (np.nan, np.nan))
+                rows.append(_row(**base, metric=metric, value=float(np.mean(values)), n_targets=n_total,
+                                 ci_low=lo, ci_high=hi))
         for (subject, roi), values in self.similarity.items():
             layer = self.committed[roi]
             rows += [_row(**common, subject=subject, roi=roi, layer=layer, depth=self.depths[layer], stage="test",
@@ -264,7 +278,7 @@ class BenchmarkScores:
 def empty_scores(problem: ScoringProblem, depths: Mapping[str, float], config: ScoringConfig) -> BenchmarkScores:
     return BenchmarkScores(problem.benchmark, problem.subjects, problem.rois, dict(depths),
                            {key: ceiling for key, (_, _, ceiling) in problem.targets.items()}, config.alphas,
-                           problem.has_test)
+                           problem.has_test, config.seed)
 
 
 def warnings(scores: BenchmarkScores, problem: ScoringProblem, config: ScoringConfig) -> list[str]:

@@ -24,8 +24,8 @@ import pandas as pd
 
 from jaxbrain import claims, identity
 
-COLUMNS = ("model", "benchmark", "subject", "roi", "layer", "depth", "stage", "metric", "value", "n_targets",
-           "alpha", "alpha_at_edge", "seed", "fingerprint")
+COLUMNS = ("model", "benchmark", "subject", "roi", "layer", "depth", "stage", "metric", "value", "ci_low", "ci_high",
+           "n_targets", "alpha", "alpha_at_edge", "seed", "fingerprint")
 _STRING_COLUMNS = {"subject": str, "roi": str, "layer": str, "model": str, "benchmark": str, "fingerprint": str}
 
 

@@ -415,30 +415,34 @@ def _natural(theta: np.ndarray, shifted: bool) -> np.ndarray:
                      theta[..., 3] if shifted else np.full(theta.shape[:-1], np.nan)], axis=-1)
 
 
-def fit_power_law(X, score, *, shift: bool = True, x_scale: float = 1.0, delta: float = DELTA,
+FORMS = ("auto", "shifted", "reduced")
+
+
+def fit_power_law(X, score, *, shift: bool = True, form: str = "auto", x_scale: float = 1.0, delta: float = DELTA,
                   n_bootstrap: int = 1000, seed: int = 42, grid: Mapping[str, Sequence[float]] | None = None,
                   gtol: float = 1e-10, max_iter: int = 150, polish_iter: int = 300, top: int | None = 4,
                   chunk: int = 32) -> PowerLawFit:
     """Fits misalignment 1 - `score` against resource `X` (raw units; divided by `x_scale`).
 
-    With `shift=True` both the shifted law and the reduced law (no 10^lambda term) are fitted from every start
-    of their grids (5 x 6 x 5 x 5 = 750 and 5 x 6 x 5 = 150 starts by default) on the rows and on
-    `n_bootstrap` resamples of the rows (seed `seed`), all in one compiled call; the reduced form is reported
-    when its loss on the rows is no higher than the shifted form's, and the bootstrap fits of the reported
-    form give the bands. With `shift=False` only the reduced law is fitted. The optimiser (see
-    `minimize_from_starts`) runs BFGS from every start in float32 and polishes the best `top` starts of each form
-    per resample in float64.
+    `form="auto"` follows the paper's text (Section 3): with `shift=True` both the shifted law and the reduced
+    law (no 10^lambda term) are fitted and the reduced form is reported when its loss on the rows is no higher
+    than the shifted form's; with `shift=False` only the reduced law is fitted. `form="shifted"` or `"reduced"`
+    fixes the form, as the reference configs do. Every start of the form's grid (5 x 6 x 5 x 5 = 750 and
+    5 x 6 x 5 = 150 starts by default) is fitted on the rows and on `n_bootstrap` resamples of the rows (seed
+    `seed`), all in one compiled call; the bootstrap fits of the reported form give the bands. The optimiser
+    (see `minimize_from_starts`) runs BFGS from every start in float32 and polishes the best `top` starts of each
+    form per resample in float64 (`top=None` polishes every start).
     """
+    if form not in FORMS:
+        raise ValueError(f"scaling fit: form must be one of {FORMS}, got {form!r}")
     X = np.asarray(X, np.float64)
     y = 1.0 - np.asarray(score, np.float64)
     x = X / float(x_scale)
-    reduced_starts = start_grid(False, grid)
-    if shift:
-        full_starts = start_grid(True, grid)
-        starts = np.concatenate([full_starts, reduced_starts])
-        flags = np.concatenate([np.ones(len(full_starts)), np.zeros(len(reduced_starts))])
-    else:
-        starts, flags = reduced_starts, np.zeros(len(reduced_starts))
+    fitted = {"auto": ("shifted", "reduced") if shift else ("reduced",), "shifted": ("shifted",),
+              "reduced": ("reduced",)}[form]
+    parts = [(start_grid(name == "shifted", grid), float(name == "shifted")) for name in fitted]
+    starts = np.concatenate([p[0] for p in parts])
+    flags = np.concatenate([np.full(len(p[0]), p[1]) for p in parts])
     weights = np.concatenate([np.ones((1, len(x))), bootstrap_weights(len(x), n_bootstrap, seed)])
     theta, losses, _ = minimize_from_starts(x, y, starts, flags, weights, delta=delta, gtol=gtol,
                                             max_iter=max_iter, polish_iter=polish_iter, top=top, chunk=chunk)
@@ -453,7 +457,7 @@ def fit_power_law(X, score, *, shift: bool = True, x_scale: float = 1.0, delta: 
         rows = np.arange(len(weights))
         best[name] = (_natural(theta[rows, pick], name == "shifted"), losses[rows, pick])
     losses_by_form = {name: float(v[1][0]) for name, v in best.items()}
-    form = "reduced" if losses_by_form["reduced"] <= losses_by_form.get("shifted", np.inf) else "shifted"
+    form = min(losses_by_form, key=lambda name: (losses_by_form[name], name != "reduced"))
     params, form_losses = best[form]
     E, A, alpha, lam = params[0]
     return PowerLawFit(form=form, E=float(E), A=float(A), alpha=float(alpha),
@@ -464,7 +468,7 @@ def fit_power_law(X, score, *, shift: bool = True, x_scale: float = 1.0, delta: 
 
 def fit_axis(X, score, axis: str, **kwargs) -> PowerLawFit:
     """`fit_power_law` with the scale and shift of a named axis (see AXES: compute, samples, params,
-    fitting_samples)."""
+    fitting_samples); `form=` fixes the form."""
     if axis not in AXES:
         raise ValueError(f"unknown scaling axis {axis!r}; known: {', '.join(AXES)}")
     scale, shift = AXES[axis]
@@ -548,10 +552,29 @@ def bands_frame(fits: Mapping[str, PowerLawFit], points: pd.DataFrame, axis: str
 
 @dataclasses.dataclass
 class ScalingFits:
-    """The fits of every axis over one results table: points, fits[axis][group], and their tables."""
+    """The fits of every axis over one results table: points, fits[axis][group], and their tables.
+
+    `points` are the rows the laws were fitted on; `held_out` the rows of held-out models (e.g. timm), whose
+    residuals against the fitted curves `holdout_residuals()` reports.
+    """
 
     points: pd.DataFrame
     fits: dict[str, dict[str, PowerLawFit]]
+    held_out: pd.DataFrame = dataclasses.field(default_factory=pd.DataFrame)
+
+    def holdout_residuals(self) -> pd.DataFrame:
+        """score - fitted score of every held-out model with a value of each fitted axis and group."""
+        rows = []
+        for axis, by_group in self.fits.items():
+            for group, fit in by_group.items():
+                held = self.held_out[self.held_out["group"] == group] if len(self.held_out) else self.held_out
+                for _, row in held.iterrows():
+                    x = float(row[axis])
+                    if np.isfinite(x) and x > 0:
+                        predicted = float(fit.score(np.array([x]))[0])
+                        rows.append(dict(axis=axis, group=group, model=row["model"], x=x, score=row["score"],
+                                         fitted=predicted, residual=row["score"] - predicted))
+        return pd.DataFrame(rows, columns=["axis", "group", "model", "x", "score", "fitted", "residual"])
 
     def fits_frame(self) -> pd.DataFrame:
         return pd.DataFrame([dict(axis=axis, group=group, **fit.summary())
@@ -566,15 +589,24 @@ class ScalingFits:
                 for axis, by_group in self.fits.items() for group, fit in by_group.items()}
 
 
+EXCLUDED_OBJECTIVES = ("SSL", "adversarial")  # the paper fits its laws without these
+HELD_OUT_SOURCES = ("timm",)                  # the paper's external validation set
+
+
 def fit_all(table: pd.DataFrame, inventory: pd.DataFrame, *, axes=("compute",), min_models: int = 4,
-            **fit_kwargs) -> ScalingFits:
-    """Fits every axis for every benchmark and for the benchmark average."""
+            exclude_objectives=EXCLUDED_OBJECTIVES, holdout_sources=HELD_OUT_SOURCES, **fit_kwargs) -> ScalingFits:
+    """Fits every axis for every benchmark and for the benchmark average, as the paper does (Section 3): models
+    of `exclude_objectives` are left out, models of `holdout_sources` are held out for validation."""
     unknown = [axis for axis in axes if axis not in AXES]
     if unknown:
         raise ValueError(f"fit_scaling: unknown axis {unknown[0]!r}; known: {', '.join(AXES)}")
     points = scaling_points(table, inventory)
-    return ScalingFits(points, {axis: fit_groups(points, axis, min_models=min_models, **fit_kwargs)
-                                for axis in axes})
+    source = points.get("source", pd.Series("", index=points.index)).fillna("").astype(str)
+    objective = points.get("objective", pd.Series("", index=points.index)).fillna("").astype(str)
+    held = source.isin(holdout_sources)
+    fitted = points[~held & ~objective.isin(exclude_objectives)].reset_index(drop=True)
+    return ScalingFits(fitted, {axis: fit_groups(fitted, axis, min_models=min_models, **fit_kwargs)
+                                for axis in axes}, points[held].reset_index(drop=True))
 
 
 def write_fits(result: ScalingFits, workdir) -> dict[str, str]:
@@ -585,6 +617,7 @@ def write_fits(result: ScalingFits, workdir) -> dict[str, str]:
     results.write_csv(workdir / "fits.csv", result.fits_frame())
     results.write_csv(workdir / "bands.csv", result.bands())
     results.write_csv(workdir / "points.csv", result.points)
+    results.write_csv(workdir / "holdout.csv", result.holdout_residuals())
     paths = {}
     for axis, fits in result.fits.items():
         if not fits:

@@ -14,7 +14,7 @@ from typing import Mapping, Sequence
 
 import numpy as np
 
-from jaxbrain import metrics, ridge
+from jaxbrain import metrics, ridge, uncertainty
 
 CEILING_EPS = 1e-6  # the reference adds this under the square root
 TARGET_BUCKET = 64  # targets are zero-padded to a multiple of this so ROIs of similar size share one compile
@@ -41,15 +41,6 @@ def normalise(r: np.ndarray, ceiling_percent: np.ndarray) -> np.ndarray:
     return np.asarray(r) / np.sqrt(np.asarray(ceiling_percent) / 100.0 + CEILING_EPS)
 
 
-def kept_targets(ceiling_percent: np.ndarray, modality: str, min_ceiling: float = 10.0) -> np.ndarray:
-    """Targets scored: EEG/MEG need sqrt(NC/100) > 0.1; other modalities NC >= `min_ceiling` percent."""
-    nc = np.asarray(ceiling_percent, dtype=np.float64)
-    finite = np.isfinite(nc)
-    if modality in ("eeg", "meg"):
-        return finite & (np.sqrt(np.clip(nc, 0, None) / 100.0) > 0.1)
-    return finite & (nc >= min_ceiling)
-
-
 @dataclasses.dataclass(frozen=True)
 class LayerScore:
     """Scores of one layer for one (subject, ROI): outer-CV folds and the refit on the whole train split."""
@@ -60,6 +51,8 @@ class LayerScore:
     test_r: np.ndarray       # (n_targets,) raw r per target on the test split
     test_r_nc: np.ndarray    # (n_targets,)
     test_alpha: float
+    test_bootstrap_r: np.ndarray = dataclasses.field(default_factory=lambda: np.zeros(0))     # (B,) mean r
+    test_bootstrap_r_nc: np.ndarray = dataclasses.field(default_factory=lambda: np.zeros(0))  # (B,) mean r_NC
 
     @property
     def cv_score(self) -> float:
@@ -86,12 +79,14 @@ def pad_targets(y: np.ndarray) -> np.ndarray:
 
 def score_layer(data: np.ndarray, rois: Mapping[str, tuple[np.ndarray, np.ndarray, np.ndarray]], *, gram: bool,
                 folds: Sequence[tuple[np.ndarray, np.ndarray]], alphas: Sequence[float],
-                alpha_per_target: bool = False) -> dict[str, LayerScore]:
+                alpha_per_target: bool = False, test_counts: np.ndarray | None = None) -> dict[str, LayerScore]:
     """Outer CV on the train block and the final train -> test fit for every ROI, in one ridge call.
 
     `data` holds the train stimuli first, then the test stimuli: features (n_train + n_test, D) or their Gram
     matrix (n_train + n_test, n_train + n_test). `rois[roi] = (y_train, y_test, ceiling)`; each ROI gets its own
-    alpha while one eigendecomposition per split serves them all. `folds` index the train block.
+    alpha while one eigendecomposition per split serves them all. `folds` index the train block. `test_counts`
+    (B, n_test) are bootstrap resamples of the test stimuli (see jaxbrain.uncertainty); each gives one replicate
+    of the mean test r and r_NC.
     """
     first_train, first_test, _ = next(iter(rois.values()))
     n_train, n_test = len(first_train), len(first_test)
@@ -119,14 +114,16 @@ def score_layer(data: np.ndarray, rois: Mapping[str, tuple[np.ndarray, np.ndarra
             cv_r.append(np.nanmean(r))
             cv_r_nc.append(np.nanmean(normalise(r, ceiling)))
             cv_alpha.append(float(np.median(fit.alpha[cols])))
-        if n_test:
-            test_r = np.asarray(metrics.pearson_r(y_test, np.asarray(fits[-1].predictions)[:, cols]),
-                                dtype=np.float64)
+        test_r, test_alpha, replicates = np.full(len(cols), np.nan), np.nan, (np.zeros(0), np.zeros(0))
+        if n_test:  # without a test split: cross-validation only
+            predictions = np.asarray(fits[-1].predictions)[:, cols]
+            test_r = np.asarray(metrics.pearson_r(y_test, predictions), dtype=np.float64)
             test_alpha = float(np.median(fits[-1].alpha[cols]))
-        else:  # no test split: cross-validation only
-            test_r, test_alpha = np.full(len(cols), np.nan), np.nan
+            if test_counts is not None and len(test_counts):
+                norm = np.sqrt(np.asarray(ceiling, np.float64) / 100.0 + CEILING_EPS)
+                replicates = uncertainty.bootstrap_scores(y_test, predictions, norm, test_counts)
         scores[roi] = LayerScore(np.array(cv_r_nc), np.array(cv_r), np.array(cv_alpha), test_r,
-                                 normalise(test_r, ceiling), test_alpha)
+                                 normalise(test_r, ceiling), test_alpha, *replicates)
     return scores
 
 

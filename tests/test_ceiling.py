@@ -56,6 +56,31 @@ def test_noise_ceiling_matches_transcription_with_missing_repeats():
                                _noise_ceiling_transcription(trials, n_averaged=2), rtol=1e-12)
 
 
+def test_unequal_repeats_slots_use_the_number_of_repeat_slots():
+    rng = np.random.default_rng(4)
+    trials = _planted_trials(rng, units=3, stimuli=30, repeats=6)
+    trials[:, :12, 5] = np.nan
+    trials[:, 3:9, 4] = np.nan
+    slots = metrics.noise_ceiling(trials, unequal_repeats="slots")
+    np.testing.assert_allclose(slots, _noise_ceiling_transcription(trials, n_averaged=6), rtol=1e-12)
+    assert (slots > metrics.noise_ceiling(trials)).all()        # n = slots overstates n, so the ceiling
+    equal = trials[:, :, :4]
+    np.testing.assert_allclose(metrics.noise_ceiling(equal, unequal_repeats="slots"), metrics.noise_ceiling(equal))
+    with pytest.raises(ValueError, match="unequal_repeats must be one of"):
+        metrics.noise_ceiling(trials, unequal_repeats="max")
+
+
+def test_scored_target_mask_per_filter():
+    nc = np.array([0.5, 1.0, 1.01, 9.99, 10.0, 80.0, np.nan])
+    mask = lambda f, m=10.0: metrics.scored_target_mask(nc, f, m).tolist()  # noqa: E731
+    assert mask("noise_ceiling") == [False, False, False, False, True, True, False]
+    assert mask("noise_ceiling", 1.0) == [False, True, True, True, True, True, False]
+    assert mask("ceiling_root") == [False, False, True, True, True, True, False]     # sqrt(NC/100) > 0.1
+    assert mask("released") == [True] * 6 + [False]
+    with pytest.raises(ValueError, match="target_filter must be one of"):
+        metrics.scored_target_mask(nc, "reliab")
+
+
 def test_noise_ceiling_recovers_planted_value():
     rng = np.random.default_rng(1)
     trials = _planted_trials(rng, units=2, stimuli=4000, repeats=4, signal_sd=1.0, noise_sd=1.5)

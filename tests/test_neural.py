@@ -218,3 +218,38 @@ def test_splits_helpers():
     s = neural.stratified_split(ids, labels, 0.1, seed=42)
     test = [k for k, i in enumerate(ids) if s[i] == "test"]
     assert sum(labels[k] == "x" for k in test) == 15 and sum(labels[k] == "y" for k in test) == 5
+
+
+def test_stratified_order_is_train_test_splits_shuffled_order():
+    from sklearn.model_selection import train_test_split
+
+    labels = np.asarray(["a"] * 70 + ["b"] * 45 + ["c"] * 20)[np.random.default_rng(3).permutation(135)]
+    train, test = neural.stratified_order(labels, 0.1, seed=42)
+    ref_train, ref_test = train_test_split(np.arange(135), stratify=labels, test_size=0.1, random_state=42,
+                                           shuffle=True)
+    np.testing.assert_array_equal(train, ref_train)
+    np.testing.assert_array_equal(test, ref_test)
+
+
+def test_target_filter_decides_the_scored_targets_and_round_trips(tmp_path):
+    ds, *_ = _small()
+    ds.noise_ceilings[("subj1", "V1")] = np.array([5.0, 10.0, 0.5, 2.0])   # sqrt(NC/100) > 0.1 <=> NC > 1
+    assert ds.scoring_filter == "noise_ceiling"
+    np.testing.assert_array_equal(ds.scored_targets("subj1", "V1"), [False, True, False, False])
+    np.testing.assert_array_equal(ds.scored_targets("subj1", "V1", min_ceiling=2.0), [True, True, False, True])
+    for modality, target_filter, kept in (("eeg", None, [True, True, False, True]),
+                                          ("ephys", "ceiling_root", [True, True, False, True]),
+                                          ("ephys", "released", [True, True, True, True])):
+        other = neural.NeuralDataset(**{**ds.__dict__, "modality": modality, "target_filter": target_filter})
+        np.testing.assert_array_equal(other.scored_targets("subj1", "V1"), kept)
+        back = neural.load(neural.save(other, tmp_path / f"{modality}_{target_filter}.h5"))
+        assert back.scoring_filter == other.scoring_filter
+        np.testing.assert_array_equal(back.scored_targets("subj1", "V1"), kept)
+    with h5py.File(tmp_path / "ephys_released.h5", "a") as f:
+        assert f.attrs["target_filter"] == "released" and not f.attrs["subject_specific_stimulus_set"]
+        del f.attrs["target_filter"]  # a file written without it (and without checksums, e.g. by the reference
+        del f.attrs["checksums"]      # code) is scored by modality
+    assert neural.load(tmp_path / "ephys_released.h5").scoring_filter == "noise_ceiling"
+    bad = neural.NeuralDataset(**{**ds.__dict__, "target_filter": "reliab"})
+    with pytest.raises(NeuralDataError, match="target_filter 'reliab' not one of"):
+        bad.validate()

@@ -1,11 +1,16 @@
 """The prepare experiment: release folder -> validated dataset file, resumable, nothing half-written."""
 
+import io
 import json
-import warnings
 import os
+import socket
+import subprocess
+import sys
+import warnings
 
 import numpy as np
 import pytest
+from PIL import Image
 
 from jaxbrain import launch
 from jaxbrain.data import neural, sources
@@ -19,7 +24,9 @@ def _cowley_release(folder, seed=0):
     np.save(folder / "responses_raw_210325.npy", np.random.default_rng(seed).poisson(3, (3, 20, 4)).astype(float))
     with zipfile.ZipFile(folder / "images_210325.zip", "w") as zf:
         for i in range(20):
-            zf.writestr(f"image{i + 1:04d}.jpg", b"")
+            image = io.BytesIO()
+            Image.fromarray(np.full((4, 4, 3), 10 * i, np.uint8)).save(image, format="JPEG")
+            zf.writestr(f"image{i + 1:04d}.jpg", image.getvalue())
     return folder
 
 
@@ -38,11 +45,11 @@ def test_prepare_writes_validates_and_resumes(tmp_path, monkeypatch):
     config = _config("dataset=cowley2023,test_fraction=0.25", source_dir=str(source))
     assert config.options.test_fraction == 0.25 and config.experiment == "prepare"
     summary = launch.launch(config, tmp_path / "work")
-    out = tmp_path / "work" / "cowley2023.h5"
+    out = tmp_path / "work" / "cowley2023_210325.h5"  # named by the dataset
     assert out.is_file() and not summary["skipped"]
     ds = neural.load(out)
     assert len(ds.ids("test", "monkey_PE")) == 5
-    assert json.loads((tmp_path / "work" / "summary.json").read_text())["cowley2023"]["rois"] == ["V4"]
+    assert json.loads((tmp_path / "work" / "summary.json").read_text())["cowley2023_210325"]["rois"] == ["V4"]
 
     def must_not_run(*args, **kwargs):
         raise AssertionError("reader called although the output is complete")
@@ -55,23 +62,26 @@ def test_prepare_redoes_a_corrupt_output_and_leaves_no_partial_file(tmp_path, mo
     source = _cowley_release(tmp_path / "release")
     config = _config("dataset=cowley2023", source_dir=str(source))
     work = tmp_path / "work"
-    work.mkdir()
-    (work / "cowley2023.h5").write_bytes(b"truncated")
-    (work / ".cowley2023.h5.abc.tmp").write_bytes(b"left by a killed run")
     prepare.run(config, work)
-    assert neural.is_valid_file(work / "cowley2023.h5")
-    assert sorted(os.listdir(work)) == ["cowley2023.h5", "summary.json"]
+    out = work / "cowley2023_210325.h5"
+    out.write_bytes(out.read_bytes()[:1000])  # truncated
+    dead = int(subprocess.run([sys.executable, "-c", "import os; print(os.getpid())"], capture_output=True,
+                              text=True).stdout)
+    (work / f".cowley2023_210325.h5.{socket.gethostname()}.{dead}.abc.tmp").write_bytes(b"left by a killed run")
+    prepare.run(config, work)
+    assert neural.is_valid_file(out)
+    assert sorted(os.listdir(work)) == ["cowley2023_210325.h5", "cowley2023_210325.json", "summary.json"]
 
     def crash(*args, **kwargs):
         raise RuntimeError("killed while writing")
 
     config.overwrite = True
     monkeypatch.setattr(neural, "_write", crash)
-    before = (work / "cowley2023.h5").read_bytes()
+    before = out.read_bytes()
     with pytest.raises(RuntimeError):
         prepare.run(config, work)
-    assert (work / "cowley2023.h5").read_bytes() == before
-    assert sorted(os.listdir(work)) == ["cowley2023.h5", "summary.json"]
+    assert out.read_bytes() == before
+    assert sorted(os.listdir(work)) == ["cowley2023_210325.h5", "cowley2023_210325.json", "summary.json"]
 
 
 def test_prepare_errors_are_clear(tmp_path):
@@ -125,5 +135,5 @@ def test_prepare_each_release(tmp_path, name):
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")  # fixtures without THINGS images warn about it
         summary = prepare.run(config, tmp_path / "work")
-    ds = neural.load(tmp_path / "work" / f"{name}.h5")
+    ds = neural.load(tmp_path / "work" / f"{summary['dataset']}.h5")
     assert ds.splits == ["train", "test"] and summary["rois"] == ds.rois

@@ -143,3 +143,42 @@ def test_hierarchical_aggregation():
     assert by_bench["b1"] == pytest.approx((0.3 + 0.6) / 2)
     model = scaling.aggregate_scores(table, "model")["score"].iloc[0]
     assert model == pytest.approx(((0.3 + 0.6) / 2 + 0.8) / 2)
+
+
+def test_polishing_the_best_four_starts_finds_the_optimum_of_polishing_all(data):
+    """The reference refits (polishes) every start; jaxbrain polishes the best 4 per form and resample. On planted
+    curves of both forms the optimum is the same."""
+    X, S = data
+    rng = np.random.default_rng(5)
+    X2 = 10 ** rng.uniform(2, 6, 20)
+    S2 = 1.0 - scaling.law(X2 / 1e2, 0.3, 0.6, 0.5) * np.exp(rng.normal(0, 0.005, 20))
+    for x, s, kw in ((X, S, dict(x_scale=1e12)), (X2, S2, dict(x_scale=1e2, shift=False))):
+        best4 = scaling.fit_power_law(x, s, n_bootstrap=6, grid=GRID, top=4, **kw)
+        every = scaling.fit_power_law(x, s, n_bootstrap=6, grid=GRID, top=None, **kw)
+        assert best4.form == every.form
+        assert best4.loss == pytest.approx(every.loss, rel=1e-9, abs=1e-14)
+        np.testing.assert_allclose(best4.bootstrap_losses, every.bootstrap_losses, rtol=1e-9, atol=1e-14)
+        np.testing.assert_allclose([best4.E, best4.alpha], [every.E, every.alpha], rtol=1e-5)
+
+
+def test_form_can_be_fixed(data):
+    X, S = data
+    reduced = scaling.fit_power_law(X, S, x_scale=1e12, n_bootstrap=4, grid=GRID, form="reduced")
+    assert reduced.form == "reduced" and reduced.lam is None and set(reduced.losses_by_form) == {"reduced"}
+    with pytest.raises(ValueError, match="form must be one of"):
+        scaling.fit_power_law(X, S, form="both")
+
+
+def test_fits_leave_out_ssl_and_hold_out_timm():
+    models = [f"m{i}" for i in range(7)]
+    compute = np.logspace(14, 19, 7)
+    score = 1 - scaling.law(compute / 1e12, 0.4, 0.5, 0.3)
+    table = pd.DataFrame(dict(model=models, benchmark="b", subject="all", roi="V1", stage="test", metric="r_nc",
+                              value=score))
+    inventory = pd.DataFrame(dict(model=models, compute=compute, source=["own"] * 5 + ["timm", "own"],
+                                  objective=["SUP"] * 6 + ["SSL"]))
+    fits = scaling.fit_all(table, inventory, axes=("compute",), n_bootstrap=4, grid=GRID)
+    assert set(fits.points["model"]) == set(models[:5])
+    residuals = fits.holdout_residuals()
+    assert set(residuals["model"]) == {"m5"} and set(residuals["group"]) == {"b", "average"}
+    np.testing.assert_allclose(residuals["residual"], 0, atol=0.01)

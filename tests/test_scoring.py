@@ -6,7 +6,7 @@ from scipy import stats
 from sklearn.linear_model import RidgeCV
 from sklearn.model_selection import KFold
 
-from jaxbrain import scoring
+from jaxbrain import metrics, scoring
 
 
 @pytest.mark.parametrize("n", [10, 23, 101])
@@ -42,8 +42,10 @@ def test_normalise_is_the_reference_formula():
 
 def test_kept_targets_by_modality():
     nc = np.array([0.5, 1.0, 1.5, 9.9, 10.0, np.nan])
-    np.testing.assert_array_equal(scoring.kept_targets(nc, "eeg"), [False, False, True, True, True, False])
-    np.testing.assert_array_equal(scoring.kept_targets(nc, "fmri"), [False, False, False, False, True, False])
+    np.testing.assert_array_equal(metrics.scored_target_mask(nc, "ceiling_root"),
+                                  [False, False, True, True, True, False])
+    np.testing.assert_array_equal(metrics.scored_target_mask(nc, "noise_ceiling"),
+                                  [False, False, False, False, True, False])
 
 
 def test_commit_layer_uses_cross_subject_mean():

@@ -26,19 +26,21 @@ def nsd_ceiling(trials):
     return 100 * snr / (snr + 1 / trials.shape[2])
 
 
-def write_stimulus_set(folder: pathlib.Path, csv_name, zip_name, ids, meta: dict, subfolder=""):
+def write_stimulus_set(folder: pathlib.Path, csv_name, zip_name, ids, meta: dict, subfolder="", value=0):
+    """Image k of the set is a constant 4x4 RGB image of value + k."""
     rows = {"stimulus_id": ids, "filename": [f"{i}.png" for i in ids], **meta}
     pd.DataFrame(rows).to_csv(folder / csv_name, index=False)
     with zipfile.ZipFile(folder / zip_name, "w") as zf:
         for k, i in enumerate(ids):
             buf = io.BytesIO()
-            Image.fromarray(np.full((4, 4, 3), k, np.uint8)).save(buf, format="PNG")
+            Image.fromarray(np.full((4, 4, 3), value + k, np.uint8)).save(buf, format="PNG")
             zf.writestr(f"{subfolder}{i}.png", buf.getvalue())
 
 
 def make_assembly(folder: pathlib.Path, name: str, rng, *, n_stim, reps, regions, animals, bins, signal=1.0,
-                  id_coord="stimulus_id", drop_coord=None):
-    """Planted: response[unit, stim, rep, bin] = signal * a[unit, stim] + noise; returns a, trials per bin."""
+                  id_coord="stimulus_id", drop_coord=None, missing=()):
+    """Planted: response[unit, stim, rep, bin] = signal * a[unit, stim] + noise, minus the (stim, rep) presentations
+    in `missing` (then NaN in the returned values); returns ids, values (units, stim, rep, bin)."""
     ids = [f"img{k:03d}" for k in range(n_stim)]
     n_units = len(regions)
     a = rng.standard_normal((n_units, n_stim))
@@ -48,6 +50,10 @@ def make_assembly(folder: pathlib.Path, name: str, rng, *, n_stim, reps, regions
     order = rng.permutation(n_stim * reps)                         # presentations in shuffled order
     stim_of = np.repeat(np.arange(n_stim), reps)[order]
     rep_of = np.tile(np.arange(reps), n_stim)[order]
+    shown = np.asarray([(st, r) not in set(missing) for st, r in zip(stim_of, rep_of)])
+    stim_of, rep_of = stim_of[shown], rep_of[shown]
+    for st, r in missing:
+        values[:, st, r] = np.nan
     data = values[:, stim_of, rep_of, :].transpose(1, 0, 2)       # (presentation, neuroid, time_bin)
     coords = {
         id_coord: ("presentation", np.asarray(ids)[stim_of]),
@@ -76,11 +82,39 @@ def make_majajhong(folder, rng, **kw):
     return ids, values, np.asarray(regions), np.asarray(animals), categories
 
 
+def reference_ceiling_with_slots(trials):
+    """float64 transcription of the reference's variance-based ceiling on trials (units, stimuli, repetition slots)
+    with NaN for missing repeats: z-score each (unit, slot) over the stimuli that have it (population SD), noise
+    variance = mean over stimuli of the ddof=1 variance over the repeats present, n = the number of slots."""
+    units, stimuli, slots = trials.shape
+    out = np.empty(units)
+    for u in range(units):
+        z = np.full((stimuli, slots), np.nan)
+        for k in range(slots):
+            col = trials[u, :, k]
+            ok = ~np.isnan(col)
+            z[ok, k] = (col[ok] - col[ok].mean()) / col[ok].std()
+        noise = np.mean([np.var(row[~np.isnan(row)], ddof=1) for row in z])
+        snr = max(1 - noise, 0) / noise
+        out[u] = 100 * snr / (snr + 1 / slots)
+    return out
+
+
+def reference_split(labels):
+    """The reference's split: sklearn's train_test_split of the id-sorted stimulus positions, in its order."""
+    from sklearn.model_selection import train_test_split
+
+    return train_test_split(np.arange(len(labels)), stratify=labels, test_size=0.1, random_state=42, shuffle=True)
+
+
 def test_majajhong_responses_ceilings_and_stratified_split(tmp_path):
     ids, values, regions, animals, categories = make_majajhong(tmp_path, np.random.default_rng(0))
     ds = brainscore.load_majajhong2015(tmp_path, min_nc=None)
     assert ds.modality == "ephys" and ds.subjects == ["Chabo", "Tito"] and ds.rois == ["V4", "IT"]
     train, test = ds.ids("train", "Chabo"), ds.ids("test", "Chabo")
+    train_pos, test_pos = reference_split(categories)
+    assert list(train) == [ids[k] for k in train_pos] and list(test) == [ids[k] for k in test_pos]
+    assert list(train) != sorted(train)                                 # the shuffled order is kept
     assert len(test) == 4 and sorted(np.concatenate([train, test])) == ids
     cat_of = dict(zip(ids, categories))
     assert sorted(cat_of[i] for i in test) == ["Animals", "Boats", "Cars", "Chairs"]   # one per category
@@ -114,6 +148,35 @@ def test_majajhong_reliability_filter_drops_unreliable_sites(tmp_path):
         brainscore.load_majajhong2015(tmp_path, min_nc=99.0)
 
 
+def test_unequal_repeats_use_the_number_of_slots_or_the_mean_of_inverse_counts(tmp_path):
+    missing = [(k, 3) for k in range(0, 40, 3)] + [(k, 2) for k in range(0, 40, 7)]
+    ids, values, regions, animals, _ = make_majajhong(tmp_path, np.random.default_rng(4), signal=1.5,
+                                                      missing=missing)
+    trials = values[..., 0]
+    units = np.flatnonzero((animals == "Tito") & (regions == "IT"))
+    ds = brainscore.load_majajhong2015(tmp_path, min_nc=None)
+    np.testing.assert_allclose(ds.noise_ceilings[("Tito", "IT")], reference_ceiling_with_slots(trials[units]),
+                               rtol=1e-5)
+    mean_inverse = brainscore.load_majajhong2015(tmp_path, min_nc=None, ceiling_repeats="mean_inverse")
+    slots_nc = reference_ceiling_with_slots(trials[units])
+    snr = slots_nc / (100 - slots_nc) / 4                               # NC = 100 snr / (snr + 1/4) inverted
+    inv_n = np.mean(1 / (~np.isnan(trials[units[0]])).sum(axis=1))
+    np.testing.assert_allclose(mean_inverse.noise_ceilings[("Tito", "IT")], 100 * snr / (snr + inv_n), rtol=1e-5)
+    assert (mean_inverse.noise_ceilings[("Tito", "IT")] < ds.noise_ceilings[("Tito", "IT")]).all()
+    np.testing.assert_allclose(ds.responses[("train", "Tito", "IT")],
+                               np.nanmean(trials[units], axis=2).T[[ids.index(i) for i in ds.ids("train", "Tito")]],
+                               rtol=1e-5)
+
+
+def test_repetition_values_give_the_slots_like_xarrays_unstack():
+    values = np.arange(5.0)[:, None]
+    ids, trials = brainscore.trials_by_stimulus(values, np.array(["b", "a", "b", "a", "b"]), np.array([2, 0, 0, 2, 5]))
+    assert ids.tolist() == ["a", "b"]
+    np.testing.assert_array_equal(trials[0], [[1, 3, np.nan], [2, 0, 4]])    # slots = repetitions 0, 2, 5
+    with pytest.raises(ValueError, match="stimulus 'a' has two presentations with the same repetition"):
+        brainscore.trials_by_stimulus(values[:2], np.array(["a", "a"]), np.array([1, 1]))
+
+
 def test_freemanziemba_window_mean_pooled_subject(tmp_path):
     rng = np.random.default_rng(2)
     bins = [(t, t + 1) for t in range(40, 210)]                        # 1 ms bins as released
@@ -121,17 +184,20 @@ def test_freemanziemba_window_mean_pooled_subject(tmp_path):
     ids, values = make_assembly(tmp_path, brainscore.FZ_FILES[0], rng, n_stim=60, reps=5, regions=regions,
                                 animals=["a", "b"] * 4, bins=bins, signal=3.0, id_coord="image_id")
     families = np.asarray([f"{k % 5 + 13}" for k in range(60)])
+    types = np.asarray(["texture", "noise"] * 30)
     write_stimulus_set(tmp_path, brainscore.FZ_FILES[1], brainscore.FZ_FILES[2], ids,
-                       {"texture_family": families, "texture_type": ["texture", "noise"] * 30},
-                       subfolder="images/")
+                       {"texture_family": families, "texture_type": types}, subfolder="images/")
+    write_stimulus_set(tmp_path, *brainscore.FZ_APERTURE_FILES, ids, {}, value=100)   # the aperture images
     ds = brainscore.load_freemanziemba2013(tmp_path, min_nc=None)
     assert ds.subjects == ["pooled"] and ds.rois == ["V1", "V2"]
     inside = [k for k, (s, e) in enumerate(bins) if s >= 50 and e <= 200]
     assert len(inside) == 150
     trials = values[..., inside].mean(axis=-1)
     test = ds.ids("test", "pooled")
-    per_family = pd.Series([families[ids.index(i)] for i in test]).value_counts()
-    assert len(test) == 6 and set(per_family.index) == set(families) and set(per_family) <= {1, 2}
+    train_pos, test_pos = reference_split(types)                        # stratified by texture_type
+    assert list(ds.ids("train", "pooled")) == [ids[k] for k in train_pos] and list(test) == [ids[k] for k in test_pos]
+    assert len(test) == 6 and sorted(types[ids.index(i)] for i in test) == ["noise"] * 3 + ["texture"] * 3
+    assert ds.stimuli.load(ids[7])[0, 0, 0] == 107                      # from the aperture set, not the public one
     units = np.flatnonzero(np.asarray(regions) == "V2")
     np.testing.assert_allclose(ds.noise_ceilings[("pooled", "V2")], nsd_ceiling(trials[units]), rtol=1e-5)
     np.testing.assert_allclose(ds.responses[("test", "pooled", "V2")],

@@ -122,3 +122,29 @@ def test_rdm_folder_and_errors(tmp_path):
     np.save(tmp_path / "rdm_bad.npy", np.arange(5.0))
     with pytest.raises(NeuralDataError, match="rdm_bad.npy: 5 values are neither"):
         generic.load_rdm_folder(tmp_path)
+
+
+def test_split_half_similarity_folder_per_subject_and_roi(tmp_path):
+    rng = np.random.default_rng(0)
+    pd.DataFrame({"stimulus_id": ["a", "b", "c", "d"]}).to_csv(tmp_path / "stimuli.csv", index=False)
+    mats = {(s, roi): rng.normal(size=(4, 4)) for s in ("s1", "s2", "s3") for roi in ("V1", "IT")}
+    for (s, roi), m in mats.items():
+        np.save(tmp_path / f"rsm_{s}_{roi}.npy", m)
+    with pytest.raises(NeuralDataError, match=r"rsm_s1_IT\.npy: not symmetric \(load split-half matrices with "
+                                              r"symmetric=False\)"):
+        generic.load_rdm_folder(tmp_path)
+    rdms = generic.load_rdm_folder(tmp_path, symmetric=False)
+    assert rdms.kind == "similarity" and not rdms.symmetric
+    assert sorted(rdms.groups) == ["IT", "V1"] and rdms.groups["V1"] == ["s1_V1", "s2_V1", "s3_V1"]
+    np.testing.assert_array_equal(rdms.subject_matrices("IT"), np.stack([mats[(s, "IT")] for s in ("s1", "s2", "s3")]))
+    with pytest.raises(KeyError, match="no group 'V4'"):
+        rdms.subject_matrices("V4")
+    np.save(tmp_path / "rsm_s4_V1.npy", np.arange(6.0))
+    with pytest.raises(NeuralDataError, match="rsm_s4_V1.npy: shape \\(6,\\); a matrix that need not be symmetric"):
+        generic.load_rdm_folder(tmp_path, symmetric=False)
+    (tmp_path / "rsm_s4_V1.npy").unlink()
+    np.save(tmp_path / "rdm_s4_V1.npy", np.zeros((4, 4)))
+    with pytest.raises(NeuralDataError, match="both rdm_\\*.npy \\(dissimilarities\\) and rsm_\\*.npy"):
+        generic.load_rdm_folder(tmp_path, symmetric=False)
+    with pytest.raises(NeuralDataError, match="kind 'distance' not one of"):
+        generic.RDMSet(name="x", stimulus_ids=["a", "b", "c"], rdms={}, kind="distance")

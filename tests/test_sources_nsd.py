@@ -13,9 +13,18 @@ from jaxbrain.data.neural import NeuralDataError
 from jaxbrain.data.sources import nsd
 
 SHAPE = (5, 4, 3)  # (X, Y, Z) of the NIfTI volumes
-PRF_CTAB = "0 Unknown\n1 V1v\n2 V1d\n3 V2v\n4 V2d\n5 V3v\n6 V3d\n7 hV4\n"
-FACES_CTAB = "0 Unknown\n1 OFA\n2 FFA-1\n3 FFA-2\n4 mTL-faces\n5 aTL-faces\n"
+LABELS = {  # the release's label tables (ctab), including the labels that are not ROIs of the paper
+    "streams": ("early", "midventral", "midlateral", "midparietal", "ventral", "lateral", "parietal"),
+    "prf-visualrois": ("V1v", "V1d", "V2v", "V2d", "V3v", "V3d", "hV4"),
+    "floc-words": ("OWFA", "VWFA-1", "VWFA-2", "mfs-words", "mTL-words"),
+    "floc-places": ("OPA", "PPA", "RSC"),
+    "floc-faces": ("OFA", "FFA-1", "FFA-2", "mTL-faces", "aTL-faces"),
+    "floc-bodies": ("EBA", "FBA-1", "FBA-2", "mTL-bodies"),
+}
 ROIS = ("V1=prf-visualrois:V1v|V1d", "hV4=prf-visualrois:hV4", "faces=floc-faces:*")
+PAPER_ROIS = ["early", "midventral", "midlateral", "midparietal", "ventral", "lateral", "parietal", "V1v", "V1d",
+              "V2v", "V2d", "V3v", "V3d", "hV4", "nsdgeneral", "OWFA", "VWFA-1", "VWFA-2", "OPA", "PPA", "RSC", "OFA",
+              "FFA-1", "FFA-2", "EBA", "FBA-1", "FBA-2", "whole_brain"]    # Appendix A.1, 27 + Whole Brain
 
 
 def _nifti(path, data):
@@ -50,14 +59,15 @@ def write_release(root: pathlib.Path, subjects=(1, 2), n_sessions=3, trials=12, 
         roi_dir = root / "nsddata" / "ppdata" / sub / "func1pt8mm" / "roi"
         label_dir = root / "nsddata" / "freesurfer" / sub / "label"
         label_dir.mkdir(parents=True)
-        (label_dir / "prf-visualrois.mgz.ctab").write_text(PRF_CTAB)
-        (label_dir / "floc-faces.mgz.ctab").write_text(FACES_CTAB)
+        for file, labels in {**LABELS, "nsdgeneral": ("nsdgeneral",)}.items():
+            ctab = "".join(f"{k + 1} {label}\n" for k, label in enumerate(labels))
+            (label_dir / f"{file}.mgz.ctab").write_text("0 Unknown\n" + ctab)
+            if file != "nsdgeneral":
+                _nifti(roi_dir / f"{file}.nii.gz", rng.integers(0, len(labels) + 1, shape).astype(np.int16))
         general = np.ones(shape, np.int16)
         general[0] = -1
         general[1, 0] = 0
         _nifti(roi_dir / "nsdgeneral.nii.gz", general)
-        _nifti(roi_dir / "prf-visualrois.nii.gz", rng.integers(0, 8, shape).astype(np.int16))
-        _nifti(roi_dir / "floc-faces.nii.gz", rng.integers(0, 6, shape).astype(np.int16))
         ncsnr = rng.uniform(0.0, 1.0, shape).astype(np.float32)
         _nifti(beta_dir / "ncsnr.nii.gz", ncsnr)
         signal = rng.normal(size=(*shape, n_images))
@@ -73,14 +83,15 @@ def write_release(root: pathlib.Path, subjects=(1, 2), n_sessions=3, trials=12, 
     return {"truth": truth, "masterordering": masterordering, "subjectim": subjectim, "trials": trials}
 
 
-def _expected(root, sub, info, roi_labels, roi_file, sessions):
-    """Independent float64 transcription: z-score per session, average repeats, select voxels in C order."""
+def _expected(root, sub, info, roi_labels, roi_file, sessions, in_nsdgeneral=True):
+    """Independent float64 transcription: z-score per session (ddof=1, as the reference's scipy zscore), average
+    repeats, select the ROI's voxels with NC >= 10 % (inside nsdgeneral unless told otherwise) in C order."""
     betas = info["truth"][sub]
     T = info["trials"]
     z = np.empty_like(betas)
     for k in range(sessions):
         b = betas[..., k * T:(k + 1) * T]
-        z[..., k * T:(k + 1) * T] = (b - b.mean(-1, keepdims=True)) / b.std(-1, keepdims=True)
+        z[..., k * T:(k + 1) * T] = (b - b.mean(-1, keepdims=True)) / b.std(-1, ddof=1, keepdims=True)
     s = int(sub[4:]) - 1
     kid = info["subjectim"][s, info["masterordering"][:sessions * T] - 1]
     vol = lambda p: np.asarray(nib.load(str(p)).dataobj)  # noqa: E731
@@ -88,7 +99,8 @@ def _expected(root, sub, info, roi_labels, roi_file, sessions):
     ncsnr = vol(root / "nsddata_betas" / "ppdata" / sub / "func1pt8mm" / "betas_fithrf_GLMdenoise_RR"
                 / "ncsnr.nii.gz").astype(np.float64)
     nc = 100 * ncsnr ** 2 / (ncsnr ** 2 + 1 / 3)
-    mask = (vol(roi_dir / "nsdgeneral.nii.gz") > 0) & (nc >= 10) & np.isin(vol(roi_dir / roi_file), roi_labels)
+    region = np.ones(nc.shape, bool) if roi_file is None else np.isin(vol(roi_dir / roi_file), roi_labels)
+    mask = ((vol(roi_dir / "nsdgeneral.nii.gz") > 0) | (not in_nsdgeneral)) & (nc >= 10) & region
     out = {}
     for k in np.unique(kid):
         out[f"{k:05d}"] = z[..., kid == k].mean(-1)[mask]
@@ -115,6 +127,23 @@ def test_reads_release_layout(tmp_path):
     img = ds.stimuli.load("00020")
     with h5py.File(root / "nsddata_stimuli/stimuli/nsd/nsd_stimuli.hdf5") as f:
         np.testing.assert_array_equal(img, f["imgBrick"][19])
+
+
+def test_paper_rois_within_nsdgeneral_except_rsc_and_whole_brain_by_ceiling_only(tmp_path):
+    root = tmp_path / "nsd"
+    info = write_release(root, subjects=(1,))
+    ds = nsd.load_nsd(root, subjects=(1,))
+    assert ds.rois == PAPER_ROIS
+    # (ROI, label file, label values, restricted to nsdgeneral): RSC (value 3 of floc-places) and whole_brain are not
+    cases = [("V1d", "prf-visualrois.nii.gz", [2], True), ("VWFA-2", "floc-words.nii.gz", [3], True),
+             ("RSC", "floc-places.nii.gz", [3], False), ("whole_brain", None, None, False)]
+    for roi, file, labels, inside in cases:
+        expected, nc = _expected(root, "subj01", info, labels, file, 3, in_nsdgeneral=inside)
+        np.testing.assert_allclose(ds.ceiling("subj01", roi), nc, rtol=1e-5)
+        want = np.stack([expected[i] for i in ds.ids("train", "subj01")])
+        np.testing.assert_allclose(ds.targets("train", "subj01", roi), want, rtol=1e-4, atol=1e-5)
+        outside = _expected(root, "subj01", info, labels, file, 3, in_nsdgeneral=True)[1].size < nc.size
+        assert outside == (not inside)          # the fixture has reliable RSC / brain voxels outside nsdgeneral
 
 
 def test_memory_stays_bounded_as_sessions_are_added(tmp_path):

@@ -11,6 +11,10 @@ from jaxbrain.data.neural import NeuralDataError
 from jaxbrain.data.sources import things_fmri
 
 ROIS = ("V1=V1", "V4=hV4", "IT=glasser-FFC|glasser-VVC")
+PAPER_ROIS = ["whole_brain", "V1", "V2", "V3", "V4", "VO1", "VO2", "LO1", "LO2", "TO1", "TO2", "V3b", "V3a", "lEBA",
+              "rEBA", "lFFA", "rFFA", "lOFA", "rOFA", "lPPA", "rPPA", "lRSC", "rRSC", "lTOS", "rTOS", "lLOC", "rLOC",
+              "IT", "IT_glasser"]                       # Appendix A.2: 27 + Whole Brain, and the Glasser union
+RELEASE_COLUMNS = sorted({c for cols in things_fmri.parse_rois(things_fmri.DEFAULT_ROIS).values() for c in cols})
 
 
 def write_release(folder, subjects=(1, 2), n_train=10, n_test=4, reps=3, n_vox=12, seed=0, images=True):
@@ -34,8 +38,8 @@ def write_release(folder, subjects=(1, 2), n_train=10, n_test=4, reps=3, n_vox=1
         vox = pd.DataFrame({"voxel_id": np.arange(n_vox) * 7 + 3, "voxel_x": 0, "voxel_y": 0, "voxel_z": 0,
                             "nc_testset": rng.uniform(15, 60, n_vox)})
         vox.loc[0, "nc_testset"] = 5.0  # below threshold
-        for col in ("V1", "V2", "hV4", "glasser-FFC", "glasser-VVC", "lFFA"):
-            vox[col] = 0
+        for col in RELEASE_COLUMNS:
+            vox[col] = rng.integers(0, 2, n_vox) if col not in ("V1", "hV4", "glasser-FFC", "glasser-VVC") else 0
         vox.loc[0:3, "V1"] = 1
         vox.loc[4:7, "hV4"] = 1
         vox.loc[8:9, "glasser-FFC"] = 1
@@ -57,12 +61,13 @@ def write_release(folder, subjects=(1, 2), n_train=10, n_test=4, reps=3, n_vox=1
 
 
 def _expected(table, data, split, voxels):
+    """The reference's order: average each image's repeats, then z-score every voxel across the split's images."""
     cols = np.flatnonzero(table["trial_type"].to_numpy() == split)
-    z = data[voxels][:, cols].T
-    z = (z - z.mean(0)) / z.std(0)
+    x = data[voxels][:, cols].T
     stems = table["stimulus"].to_numpy()[cols]
     ids = sorted(set(s[:-4] for s in stems))
-    return ids, np.stack([z[[s[:-4] == i for s in stems]].mean(0) for i in ids])
+    mean = np.stack([x[[s[:-4] == i for s in stems]].mean(0) for i in ids])
+    return ids, (mean - mean.mean(0)) / mean.std(0)
 
 
 def test_reads_release_layout(tmp_path):
@@ -79,6 +84,24 @@ def test_reads_release_layout(tmp_path):
             np.testing.assert_allclose(ds.ceiling(sub, roi), vox["nc_testset"].to_numpy()[voxels])
     assert ds.stimuli.load("c11_02s").shape == (5, 5, 3)
     assert len(ds.ids("test", "sub-01")) == 4 and len(ds.ids("train", "sub-02")) == 10
+
+
+def test_paper_rois_whole_brain_and_glasser_union(tmp_path):
+    info = write_release(tmp_path, subjects=(1,), images=False)
+    with pytest.warns(UserWarning, match="no THINGS image folder"):
+        ds = things_fmri.load_things_fmri(tmp_path, subjects=(1,))
+    assert ds.rois == PAPER_ROIS
+    table, vox, data = info["sub-01"]
+    reliable = vox["nc_testset"].to_numpy() >= 10
+    glasser = [f"glasser-{area}" for area in ("TE1p", "TE2p", "FFC", "VVC", "VMV2", "VMV3", "PHA1", "PHA2", "PHA3")]
+    for roi, columns in (("whole_brain", None), ("LO1", ["LO1 (prf)"]), ("lRSC", ["lRSC"]), ("IT", ["IT"]),
+                         ("IT_glasser", glasser)):
+        member = np.ones(len(vox), bool) if columns is None else vox[columns].to_numpy().any(axis=1)
+        voxels = np.flatnonzero(member & reliable)
+        _, want = _expected(table, data, "test", voxels)
+        np.testing.assert_allclose(ds.targets("test", "sub-01", roi), want, rtol=1e-5, atol=1e-6)
+        np.testing.assert_allclose(ds.ceiling("sub-01", roi), vox["nc_testset"].to_numpy()[voxels])
+    assert ds.targets("test", "sub-01", "whole_brain").shape[1] == len(vox) - 1     # voxel 0 has NC 5 %
 
 
 def test_other_pandas_layouts_are_read_whole(tmp_path):

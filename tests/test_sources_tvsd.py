@@ -1,9 +1,12 @@
 """TVSD reader on fixture files in the release's MATLAB v7.3 layout (1024 channels, few images)."""
 
+import dataclasses
+
 import h5py
 import numpy as np
 import pytest
 
+from jaxbrain.data import neural
 from jaxbrain.data.neural import NeuralDataError
 from jaxbrain.data.sources import tvsd
 
@@ -33,7 +36,9 @@ def write_monkey(folder, monkey, n_train=12, n_test=6, reps=5, seed=0, windows_p
     train = rng.normal(size=(n_train, 1024))
     reliab = rng.uniform(0.2, 0.9, size=(reps * (reps - 1) // 2, 1024))
     reliab[:, 5] = 0.05          # a V1 channel below threshold
-    reliab[0, 6] = np.nan        # NaN pairs are ignored by the mean
+    reliab[0, 6] = np.nan        # a NaN pair makes the mean NaN: dropped, as the reference's plain mean does
+    # reliable by `reliab`, but repeats that flip sign: noise variance > 1, so a ceiling of 0 %
+    test_reps[:, :, 7] = (-1.0) ** np.arange(reps)[:, None] * rng.normal(size=n_test)
     with h5py.File(d / "THINGS_normMUA.mat", "w") as f:
         f["train_MUA"] = train
         f["test_MUA_reps"] = test_reps
@@ -54,20 +59,33 @@ def test_reads_release_layout(tmp_path):
     info = {m: write_monkey(tmp_path, m, seed=i, windows_paths=(m == "F")) for i, m in enumerate("FN")}
     with pytest.warns(UserWarning, match="no THINGS image folder"):
         ds = tvsd.load_tvsd(tmp_path)
-    assert ds.subjects == ["monkeyF", "monkeyN"] and ds.rois == ["V1", "V4", "IT"] and ds.modality == "ephys"
+    assert ds.subjects == ["monkeyN", "monkeyF"] and ds.rois == ["V1", "V4", "IT"] and ds.modality == "ephys"
     assert list(ds.ids("test", "monkeyN")) == [f"t{k}_02s" for k in range(6)]
     assert list(ds.ids("train", "monkeyF")) == [f"c{k}_01b" for k in range(12)]
     ranges = {"F": {"V1": (0, 512), "V4": (832, 1024), "IT": (512, 832)},
               "N": {"V1": (0, 512), "V4": (512, 768), "IT": (768, 1024)}}
     for m, roi_ranges in ranges.items():
         for roi, (a, b) in roi_ranges.items():
-            ch = [c for c in range(a, b) if c != 5]
+            ch = [c for c in range(a, b) if c not in (5, 6)]
             np.testing.assert_allclose(ds.targets("train", f"monkey{m}", roi), info[m]["train"][:, ch], rtol=1e-6)
             np.testing.assert_allclose(ds.targets("test", f"monkey{m}", roi), info[m]["reps"].mean(0)[:, ch],
                                        rtol=1e-5, atol=1e-6)
             trials = np.transpose(info[m]["reps"], (2, 1, 0))[ch]
             np.testing.assert_allclose(ds.ceiling(f"monkey{m}", roi), _reference_nc(trials), rtol=1e-8)
-    assert ds.targets("train", "monkeyN", "V1").shape == (12, 511)
+    assert ds.targets("train", "monkeyN", "V1").shape == (12, 510)
+
+
+def test_only_the_released_reliability_filter_applies(tmp_path):
+    write_monkey(tmp_path, "N")
+    with pytest.warns(UserWarning, match="no THINGS image folder"):
+        ds = tvsd.load_tvsd(tmp_path, monkeys=("N",))
+    nc = ds.ceiling("monkeyN", "V1")
+    assert ds.target_filter == "released" and nc[5] == 0           # channel 7 is the 6th kept V1 channel
+    assert ds.scored_targets("monkeyN", "V1", min_ceiling=10.0).all()
+    path = neural.save(ds, tmp_path / "tvsd.h5")
+    assert neural.load(path).scored_targets("monkeyN", "V1").all()
+    generic = dataclasses.replace(ds, target_filter=None)          # what the NC >= 10 % rule would drop
+    assert not generic.scored_targets("monkeyN", "V1")[5]
 
 
 def test_images_folder(tmp_path):

@@ -33,6 +33,63 @@ def test_preprocess_matches_the_torchvision_eval_transform():
         np.testing.assert_allclose(stimuli.preprocess(image, PREP), _reference(image, PREP), atol=1e-5)
 
 
+@pytest.fixture(scope="module")
+def real_images(realdata):
+    """(name, PIL RGB image): ImageNet photos of several sizes, a Cowley V4 stimulus, a 92-images stimulus."""
+    import zipfile
+
+    from scipy.io import loadmat
+
+    folder = realdata / "imagenet_samples_100"
+    out = [(p.name, Image.open(p).convert("RGB")) for p in sorted(folder.glob("*.JPEG"))[:4]]
+    with zipfile.ZipFile(realdata / "cowley2023_v4" / "images_210325.zip") as zf:
+        name = sorted(n for n in zf.namelist() if n.endswith(".jpg"))[0]
+        with zf.open(name) as f:
+            out.append((name, Image.open(f).convert("RGB")))
+    mat = loadmat(realdata / "rsatoolbox_92images" / "Kriegeskorte_Neuron2008_supplementalData.mat")
+    out.append(("obj01", Image.fromarray(mat["stimuli_92objs"][0, 0]["image"])))
+    return out
+
+
+@pytest.mark.parametrize("interpolation, code", [("bilinear", 2), ("bicubic", 3), ("lanczos", 1)])
+def test_preprocess_is_torchvision_pixel_for_pixel_on_real_images(real_images, interpolation, code):
+    """Resize(256) + CenterCrop(224) + ToTensor + Normalize; code 1 (PIL's LANCZOS) is what the reference's own
+    models get from its interpolation lookup."""
+    pytest.importorskip("torch")
+    import torchvision.transforms as T
+
+    prep = Preprocessing(resize=256, crop=224, mean=(0.485, 0.456, 0.406), std=(0.229, 0.224, 0.225),
+                         interpolation=interpolation)
+    reference = T.Compose([T.Resize(256, interpolation=code), T.CenterCrop(224), T.ToTensor(),
+                           T.Normalize(prep.mean, prep.std)])
+    for name, image in real_images:
+        expected = reference(image).permute(1, 2, 0).numpy()
+        got = stimuli.preprocess(np.asarray(image), prep)
+        assert got.dtype == np.float32 and got.shape == (224, 224, 3), name
+        np.testing.assert_array_equal(got, expected, err_msg=f"{name} ({interpolation})")
+
+
+def test_grayscale_stimuli_are_replicated_to_rgb_like_pil_convert(realdata, tmp_path):
+    """MajajHong2015's images are grayscale: the decoded stimulus and its preprocessing match torchvision's
+    pipeline on Image.open(...).convert("RGB"), as the reference loads them."""
+    pytest.importorskip("torch")
+    import torchvision.transforms as T
+
+    photo = sorted((realdata / "imagenet_samples_100").glob("*.JPEG"))[5]
+    (tmp_path / "images").mkdir()
+    Image.open(photo).convert("L").save(tmp_path / "images" / "gray.png")
+    loaded = StimulusSet.from_folder(tmp_path / "images", ids=["gray"], members=["gray.png"]).load("gray")
+    reference_image = Image.open(tmp_path / "images" / "gray.png").convert("RGB")
+    np.testing.assert_array_equal(loaded, np.asarray(reference_image))
+    assert (loaded[..., 0] == loaded[..., 2]).all()
+    prep = Preprocessing(resize=256, crop=224, mean=(0.485, 0.456, 0.406), std=(0.229, 0.224, 0.225),
+                         interpolation="lanczos")
+    reference = T.Compose([T.Resize(256, interpolation=1), T.CenterCrop(224), T.ToTensor(),
+                           T.Normalize(prep.mean, prep.std)])
+    np.testing.assert_array_equal(stimuli.preprocess(loaded, prep),
+                                  reference(reference_image).permute(1, 2, 0).numpy())
+
+
 def test_center_crop_offsets_without_resizing():
     image = np.arange(5 * 6 * 3, dtype=np.uint8).reshape(5, 6, 3)
     # (5 - 2) / 2 = 1.5 rounds to 2 (Python rounds half to even), (6 - 2) / 2 = 2

@@ -8,38 +8,38 @@ repeated test presentations with `jaxbrain.metrics.noise_ceiling`.
 Memory stays bounded by one continuous recording plus one chunk of epochs: epochs are cut, resampled and cropped
 `chunk` events at a time (`epoch_chunks`), training presentations are folded into a running sum per stimulus
 (`MeanAccumulator`, size independent of the number of sessions) and only the repeated test trials are kept whole
-(`TrialCollector`).
+(`TrialCollector`). Every epoch is processed on its own (baseline, resampling, crop), so chunking changes nothing.
 
-Channel groups (10-20 / 10-10 / 10-5 names, case-insensitive) are assigned by the leading electrode letters:
-Fp, AF, F, FC, FT -> F (frontal); C, CP -> C (central); T, TP -> T (temporal); P, PO -> P (parietal);
-O, I -> O (occipital). "OP" is O plus P, which on the THINGS-EEG2 montage is exactly the 17 occipital and
-parietal channels the dataset authors select (names starting with O or P); "all" is every EEG channel.
-Channels whose names do not parse (EOG, mastoids M1/M2, reference) belong to "all" only.
+Resampling (`resample_and_crop`) is MNE's `Epochs.resample` (FFT, the paper's reference) by default: frequencies
+above the new Nyquist frequency are cut in the Fourier domain, and the output length is round(n * ratio), so a
+1,001-sample epoch at 1 kHz becomes 100 samples at 100 Hz and the epoch is stretched by 0.1 % in time; then MNE's
+crop, inclusive of its end. The sample counts are whatever MNE gives: 80 for [0, 0.8] s (EEG, resample then crop)
+and 130 for [0, 1.3] s (MEG, crop then resample), as the fixtures assert. `resample="polyphase"` is the
+exact-ratio alternative (scipy's resample_poly: Kaiser-windowed FIR anti-aliasing, output sample j exactly at
+tmin + j / sfreq; crop half-open), which gives the same counts without the stretch.
+
+Channel groups (the reference's rule): an EEG channel belongs to lobe O, P, T, F or C when its name starts with
+that capital letter (case-sensitive), so Fp, FC and FT go to F, CP to C, PO to P and TP to T, while AF*, Iz and
+names such as EOG or M1 are in no lobe. "OP" is O plus P (on the THINGS-EEG2 montage exactly the 17 occipital and
+parietal channels the dataset authors select) and "whole_brain" is every channel.
 """
 
 from __future__ import annotations
 
 import dataclasses
 import pathlib
-import re
 from collections.abc import Iterator, Mapping, Sequence
 
 import numpy as np
 
-EEG_ROIS: tuple[str, ...] = ("O", "P", "T", "F", "C", "OP", "all")
+WHOLE_BRAIN = "whole_brain"
+LOBES = ("O", "P", "T", "F", "C")
+EEG_ROIS: tuple[str, ...] = (*LOBES, "OP", WHOLE_BRAIN)
 EPOCH_WINDOW = (-0.2, 0.8)          # seconds around stimulus onset
 BASELINE = (None, 0.0)              # mean of the pre-stimulus part
 TARGET_SFREQ = 100.0
 EEG_CROP = (0.0, 0.8)
-
-_PREFIX_GROUP = {
-    "FP": "F", "AF": "F", "F": "F", "FC": "F", "FT": "F", "AFF": "F", "FFC": "F", "FFT": "F",
-    "C": "C", "CP": "C", "FCC": "C", "CCP": "C",
-    "T": "T", "TP": "T", "FTT": "T", "TTP": "T",
-    "P": "P", "PO": "P", "CPP": "P", "PPO": "P", "TPP": "P",
-    "O": "O", "I": "O", "OI": "O", "POO": "O",
-}
-_NAME = re.compile(r"^([A-Za-z]+?)(\d+h?|z|Z)$")
+RESAMPLERS = ("mne", "polyphase")
 
 
 class SensorDataError(ValueError):
@@ -47,11 +47,8 @@ class SensorDataError(ValueError):
 
 
 def eeg_channel_group(name: str) -> str | None:
-    """The lobe group ("O", "P", "T", "F", "C") of a 10-20 style channel name, or None."""
-    m = _NAME.match(name.strip())
-    if not m:
-        return None
-    return _PREFIX_GROUP.get(m.group(1).upper())
+    """The lobe ("O", "P", "T", "F", "C") whose capital letter starts the channel name, or None."""
+    return name[:1] if name[:1] in LOBES else None
 
 
 def eeg_roi_channels(ch_names: Sequence[str], rois: Sequence[str] = EEG_ROIS, *, source: str = "<memory>"
@@ -63,11 +60,11 @@ def eeg_roi_channels(ch_names: Sequence[str], rois: Sequence[str] = EEG_ROIS, *,
     groups = [eeg_channel_group(n) for n in ch_names]
     out = {}
     for roi in rois:
-        if roi == "all":
+        if roi == WHOLE_BRAIN:
             idx = np.arange(len(ch_names))
         elif roi == "OP":
             idx = np.flatnonzero([g in ("O", "P") for g in groups])
-        elif roi in ("O", "P", "T", "F", "C"):
+        elif roi in LOBES:
             idx = np.flatnonzero([g == roi for g in groups])
         else:
             raise SensorDataError(f"{source}: unknown EEG ROI {roi!r}; known: {', '.join(EEG_ROIS)}")
@@ -147,13 +144,13 @@ def onset_samples_from_stim(stim: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
 
 def epoch_chunks(raw, onsets: np.ndarray, *, tmin: float = EPOCH_WINDOW[0], tmax: float = EPOCH_WINDOW[1],
                  baseline=BASELINE, sfreq: float = TARGET_SFREQ, crop: tuple[float, float] = EEG_CROP,
-                 chunk: int = 1000, source: str = "<memory>") -> Iterator[tuple[slice, np.ndarray, np.ndarray]]:
+                 resample: str = "mne", units: str | None = None, chunk: int = 1000, source: str = "<memory>"
+                 ) -> Iterator[tuple[slice, np.ndarray, np.ndarray]]:
     """Cuts epochs around `onsets` (samples from the first sample of `raw`), `chunk` events at a time.
 
-    Each chunk is baseline-corrected, resampled to `sfreq` (`resample_and_crop`) and cropped to
-    [crop[0], crop[1]).
-    Yields (positions into `onsets`, data float32 (n, n_channels, n_times), times). An epoch that does not fit
-    inside the recording is an error, never a silent drop.
+    Each chunk is baseline-corrected, resampled to `sfreq` and then cropped to `crop` (`resample_and_crop`).
+    Yields (positions into `onsets`, data float32 (n, n_channels, n_times) in `units` (e.g. "uV"; None = SI),
+    times). An epoch that does not fit inside the recording is an error, never a silent drop.
     """
     import mne
 
@@ -175,25 +172,33 @@ def epoch_chunks(raw, onsets: np.ndarray, *, tmin: float = EPOCH_WINDOW[0], tmax
         if len(epochs) != len(events):
             raise SensorDataError(f"{source}: MNE dropped {len(events) - len(epochs)} of {len(events)} epochs "
                                   f"({[d for d in epochs.drop_log if d][:3]})")
-        yield pos, *resample_and_crop(epochs, sfreq=sfreq, crop=crop)
+        yield pos, *resample_and_crop(epochs, sfreq=sfreq, crop=crop, method=resample, units=units)
         del epochs
 
 
-def resample_and_crop(epochs, *, sfreq: float = TARGET_SFREQ, crop: tuple[float, float] = EEG_CROP
+def resample_and_crop(epochs, *, sfreq: float = TARGET_SFREQ, crop: tuple[float, float] = EEG_CROP,
+                      method: str = "mne", crop_first: bool = False, units: str | None = None
                       ) -> tuple[np.ndarray, np.ndarray]:
-    """Resamples loaded epochs to `sfreq` and crops them to [crop[0], crop[1]); returns (float32 data, times).
+    """Resamples loaded epochs to `sfreq` and crops them to `crop`; returns (float32 data, times).
 
-    Resampling is polyphase at the exact rational ratio (scipy.signal.resample_poly: a Kaiser-windowed FIR
-    low-pass below the new Nyquist frequency, i.e. the anti-aliasing filter, then decimation; epochs padded
-    with their edge values), so output sample j lies exactly at tmin + j / sfreq. MNE's own Epochs.resample is
-    not used: it rounds the output length (1001 samples -> 100) and stretches the time axis by the rounding,
-    which shifts a 0.8 s evoked response by up to ~1 % of the epoch.
+    method "mne": MNE's Epochs.resample (FFT) and Epochs.crop (inclusive end), in place, cropping before
+    resampling when `crop_first` (as the reference does for MEG); "polyphase": exact-ratio resampling, then the
+    half-open crop [crop[0], crop[1]) (see the module docstring). `units` is passed to get_data (e.g. "uV").
     """
+    if method == "mne":
+        if crop_first:
+            _crop(epochs, crop)
+        epochs.resample(sfreq, verbose="error")
+        if not crop_first:
+            _crop(epochs, crop)
+        return np.ascontiguousarray(epochs.get_data(units=units), dtype=np.float32), epochs.times.copy()
+    if method != "polyphase":
+        raise ValueError(f"resample must be one of {RESAMPLERS}, got {method!r}")
     from fractions import Fraction
 
     from scipy.signal import resample_poly
 
-    data = epochs.get_data(copy=False)
+    data = epochs.get_data(units=units, copy=False)
     old = float(epochs.info["sfreq"])
     times = epochs.times
     if abs(old - sfreq) > 1e-9:
@@ -203,6 +208,11 @@ def resample_and_crop(epochs, *, sfreq: float = TARGET_SFREQ, crop: tuple[float,
     k = np.rint(times * sfreq)
     keep = (k >= round(crop[0] * sfreq)) & (k < round(crop[1] * sfreq))
     return np.ascontiguousarray(data[..., keep], dtype=np.float32), times[keep]
+
+
+def _crop(epochs, crop: tuple[float, float]) -> None:
+    """MNE's crop to [crop[0], crop[1]] with the end clipped to the last sample (no warning when it is past it)."""
+    epochs.crop(crop[0], min(crop[1], epochs.tmax), verbose="error")
 
 
 # ---- repeat bookkeeping ---------------------------------------------------------------------------------------
@@ -265,13 +275,14 @@ def channel_time_ceiling(trials: np.ndarray) -> np.ndarray:
     """Noise ceiling (percent) per channel and time from trials (n_stimuli, repeats, n_channels, n_times).
 
     The trials are reshaped to (n_channels * n_times, n_stimuli, repeats) for `jaxbrain.metrics.noise_ceiling`
-    (n = repeats averaged per stimulus) and the result is shaped back to (n_channels, n_times).
+    (n = the number of repeat slots, as the paper's reference; equal to every stimulus's count in the releases)
+    and the result is shaped back to (n_channels, n_times).
     """
     from jaxbrain import metrics
 
     n_stim, reps, n_ch, n_t = trials.shape
     units = np.transpose(trials, (2, 3, 0, 1)).reshape(n_ch * n_t, n_stim, reps)
-    return np.asarray(metrics.noise_ceiling(units), dtype=np.float32).reshape(n_ch, n_t)
+    return np.asarray(metrics.noise_ceiling(units, unequal_repeats="slots"), dtype=np.float32).reshape(n_ch, n_t)
 
 
 # ---- assembling a benchmark -----------------------------------------------------------------------------------

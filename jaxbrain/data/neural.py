@@ -2,7 +2,8 @@
 
 On disk a dataset is one HDF5 file in the layout the reference code reads:
 
-    attrs:   name, modality, subjects, rois, splits, max_nc (= 100)
+    attrs:   name, modality, subjects, rois, splits, max_nc (= 100), target_filter (which targets are scored),
+             subject_specific_stimulus_set (True when ids are per subject, as the reference's NSD file says)
     {split}/stimulus_ids                     (n_stim,) str        -- shared by all subjects, or
     {split}/stimulus_ids/{subject}           (n_stim,) str        -- subject-specific (NSD)
     {split}/neural_data/{subject}/{roi}      (n_stim, n_targets) or (n_stim, n_channels, n_times) float
@@ -10,6 +11,10 @@ On disk a dataset is one HDF5 file in the layout the reference code reads:
     stimuli/                                 the StimulusSet (see jaxbrain.data.stimulus_set)
 
 Build one from raw trials with `from_trials`; write it with `save` (atomic) and read it with `load`.
+Scoring asks `dataset.scored_targets(subject, roi, min_ceiling)` which targets count; the answer follows the
+dataset's `target_filter` (jaxbrain.metrics.scored_target_mask): "noise_ceiling" (NC >= min_ceiling), "ceiling_root"
+(sqrt(NC/100) > 0.1, channel x time targets) or "released" (the release's own filter, applied at preparation).
+A file without the attribute gets "ceiling_root" for EEG/MEG and "noise_ceiling" otherwise.
 """
 
 from __future__ import annotations
@@ -68,6 +73,7 @@ class NeuralDataset:
     stimuli: StimulusSet | None = None
     max_nc: float = MAX_NC
     digest: str = ""  # content digest of the file it was loaded from (checksums of every array and the stimuli)
+    target_filter: str | None = None    # None: by modality (see `scoring_filter`)
 
     def ids(self, split: str, subject: str) -> np.ndarray:
         """Stimulus ids (str array) of `split` as seen by `subject`."""
@@ -101,6 +107,19 @@ class NeuralDataset:
         if key not in self.noise_ceilings:
             raise KeyError(f"dataset {self.name!r}: no noise ceiling for subject {subject!r}, ROI {roi!r}")
         return np.asarray(self.noise_ceilings[key]).reshape(-1)
+
+    @property
+    def scoring_filter(self) -> str:
+        """The target filter scoring applies: the declared one, else by modality."""
+        if self.target_filter is not None:
+            return self.target_filter
+        return "ceiling_root" if self.modality in ("eeg", "meg") else "noise_ceiling"
+
+    def scored_targets(self, subject: str, roi: str, min_ceiling: float = 10.0) -> np.ndarray:
+        """Boolean mask over the flattened targets of (subject, ROI) that scoring keeps (`scoring_filter`)."""
+        from jaxbrain.metrics.ceiling import scored_target_mask
+
+        return scored_target_mask(self.ceiling(subject, roi), self.scoring_filter, min_ceiling)
 
     def target_shape(self, subject: str, roi: str) -> tuple[int, ...]:
         return tuple(np.shape(self.noise_ceilings[(subject, roi)]))
@@ -169,6 +188,10 @@ def validate(ds: NeuralDataset, source: str = "<memory>") -> None:
     src = f"{source} (dataset {ds.name!r})" if source == "<memory>" else str(source)
     if ds.modality not in MODALITIES:
         raise NeuralDataError(f"{src}: modality {ds.modality!r} not one of {MODALITIES}")
+    from jaxbrain.metrics.ceiling import TARGET_FILTERS
+
+    if ds.target_filter is not None and ds.target_filter not in TARGET_FILTERS:
+        raise NeuralDataError(f"{src}: target_filter {ds.target_filter!r} not one of {TARGET_FILTERS}")
     _check_names(ds.subjects, "subjects", src)
     _check_names(ds.rois, "ROIs", src)
     _check_names(ds.splits, "splits", src)
@@ -242,19 +265,29 @@ def random_split(ids: Sequence[str], test_fraction: float = 0.1, seed: int = 42)
     return {i: ("test" if k in test else "train") for k, i in enumerate(ids)}
 
 
-def stratified_split(ids: Sequence[str], labels: Sequence, test_fraction: float = 0.1,
-                     seed: int = 42) -> dict[str, str]:
-    """id -> "train"/"test" with the test share of every label as close to `test_fraction` as possible.
+def stratified_order(labels: Sequence, test_fraction: float = 0.1, seed: int = 42) -> tuple[np.ndarray, np.ndarray]:
+    """(train positions, test positions) of a stratified split, each in the shuffled order that scikit-learn's
+    `train_test_split(range(n), stratify=labels, test_size=test_fraction, random_state=seed)` returns.
 
-    Uses scikit-learn's StratifiedShuffleSplit (as Brain-Score-style references do) with `random_state=seed`.
+    The paper's reference keeps this order for the train split, so its contiguous outer-CV folds (and possibly
+    the committed layer) depend on it. It is StratifiedShuffleSplit's first split, which train_test_split uses.
     """
     from sklearn.model_selection import StratifiedShuffleSplit
 
+    labels = np.asarray(labels)
+    sss = StratifiedShuffleSplit(n_splits=1, test_size=test_fraction, random_state=seed)
+    train, test = next(sss.split(np.zeros(len(labels)), labels))
+    return train, test
+
+
+def stratified_split(ids: Sequence[str], labels: Sequence, test_fraction: float = 0.1,
+                     seed: int = 42) -> dict[str, str]:
+    """id -> "train"/"test" with the test share of every label as close to `test_fraction` as possible
+    (`stratified_order`, scikit-learn's StratifiedShuffleSplit with `random_state=seed`)."""
     ids = [str(i) for i in ids]
     if len(labels) != len(ids):
         raise ValueError(f"stratified_split: {len(labels)} labels for {len(ids)} ids")
-    sss = StratifiedShuffleSplit(n_splits=1, test_size=test_fraction, random_state=seed)
-    _, test_idx = next(sss.split(np.zeros(len(ids)), np.asarray(labels)))
+    _, test_idx = stratified_order(labels, test_fraction, seed)
     test = set(test_idx.tolist())
     return {i: ("test" if k in test else "train") for k, i in enumerate(ids)}
 
@@ -394,6 +427,8 @@ def _write(ds: NeuralDataset, f: h5py.File, embed_stimuli: bool, stimuli_digest:
     f.attrs.create("rois", _str_array(ds.rois), dtype=str_dt)
     f.attrs.create("splits", _str_array(ds.splits), dtype=str_dt)
     f.attrs["max_nc"] = float(ds.max_nc)
+    f.attrs["target_filter"] = ds.scoring_filter
+    f.attrs["subject_specific_stimulus_set"] = ds.subject_specific_ids()
     for split in ds.splits:
         ids = ds.stimulus_ids[split]
         if isinstance(ids, Mapping):
@@ -427,8 +462,9 @@ def _node_digest(node: h5py.Dataset) -> str:
 
 
 def _checksums(f: h5py.File) -> dict[str, str]:
-    """Digest of every array outside the stimuli group, and the stimuli's own content digest."""
-    out = {}
+    """Digest of every array outside the stimuli group, of the file's attributes (how it is scored, e.g. its
+    target filter), and the stimuli's own content digest."""
+    out = {"attributes": _attributes_digest(f)}
 
     def visit(name, node):
         if isinstance(node, h5py.Dataset) and not name.startswith("stimuli/"):
@@ -438,6 +474,11 @@ def _checksums(f: h5py.File) -> dict[str, str]:
     if "stimuli" in f:
         out["stimuli"] = str(f["stimuli"].attrs.get("digest", ""))
     return out
+
+
+def _attributes_digest(f: h5py.File) -> str:
+    attrs = {k: _strings(v) if np.ndim(v) else str(v) for k, v in f.attrs.items() if k != "checksums"}
+    return hashlib.sha256(json.dumps(attrs, sort_keys=True).encode()).hexdigest()
 
 
 def _content_digest(checksums: Mapping[str, str]) -> str:
@@ -451,6 +492,9 @@ class _Verifier:
         self.path = path
         self.stored = json.loads(f.attrs["checksums"]) if "checksums" in f.attrs else None
         self.checksums = dict(self.stored) if self.stored is not None else _checksums(f)
+        if self.stored is not None and self.stored.get("attributes", _attributes_digest(f)) != _attributes_digest(f):
+            raise NeuralDataError(f"{path}: the file's attributes (name, subjects, ROIs, target filter, ...) do not "
+                                  "match the checksum stored when it was written; prepare the dataset again")
 
     def check(self, f: h5py.File, key: str) -> None:
         if self.stored is not None and key in self.stored and _node_digest(f[key]) != self.stored[key]:
@@ -543,6 +587,8 @@ def load(path, *, lazy: bool = False, validate: bool = True, verify: bool = Fals
         modality = str(f.attrs.get("modality", ""))
         name = str(f.attrs.get("name", path.stem))
         max_nc = float(f.attrs.get("max_nc", MAX_NC))
+        target_filter = f.attrs.get("target_filter")
+        target_filter = None if target_filter is None else _strings(target_filter)[0]
         stimulus_ids: dict = {}
         responses: dict = {}
         for split in splits:
@@ -580,7 +626,7 @@ def load(path, *, lazy: bool = False, validate: bool = True, verify: bool = Fals
                                    verifier)
     ds = NeuralDataset(name=name, modality=modality, subjects=subjects, rois=rois, splits=splits,
                        stimulus_ids=stimulus_ids, responses=responses, noise_ceilings=ceilings, stimuli=stimuli,
-                       max_nc=max_nc, digest=_content_digest(verifier.checksums))
+                       max_nc=max_nc, digest=_content_digest(verifier.checksums), target_filter=target_filter)
     if validate:
         ds.validate(str(path))
     return ds

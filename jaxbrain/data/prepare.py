@@ -120,6 +120,7 @@ def convert(release: ReleaseEntry, data_dir: str | os.PathLike, *, embed_stimuli
     log.info("reading %s from %s with %s", release.reader, release.source, dict(release.options))
     dataset = sources.get_reader(release.reader)(release.source, **release.options)
     path = data_dir / f"{dataset.name}.h5"
+    results.remove_stale_temporaries(data_dir)
     neural.save(dataset, path, embed_stimuli=embed_stimuli)
     results.write_json(path.with_suffix(".json"), {**record, "name": dataset.name})
     return path, False

@@ -5,9 +5,13 @@ rows past the last id are zero images with ``mask`` False, so one compiled forwa
 features of row ``index`` belong to ``ids[index]``. With several processes, each loads only its own rows of
 every global batch (``rows=(start, stop)`` from :func:`jaxbrain.sharding.process_rows`).
 
-Preprocessing follows the torchvision/timm evaluation transform: resize the shorter side to ``resize``
-(PIL, antialiased, long side ``int(resize * long / short)``), centre crop ``crop`` x ``crop`` (offsets
-rounded as torchvision's ``CenterCrop``), scale to [0, 1], subtract ``mean`` and divide by ``std``.
+Preprocessing is the torchvision/timm evaluation transform, pixel for pixel (tested against torchvision on real
+images): resize the shorter side to ``resize`` (PIL, antialiased, long side ``int(resize * long / short)``, with the
+model's interpolation: bilinear, bicubic, or lanczos, which is what the paper's reference gets for its own models
+because its interpolation lookup always returns PIL code 1), centre crop ``crop`` x ``crop`` (offsets rounded as
+torchvision's ``CenterCrop``), scale to [0, 1] and normalise in float32 in torchvision's order, (x / 255 - mean) /
+std. Images reach it as RGB: grayscale files (MajajHong2015's) are replicated to three channels when decoded, as
+PIL's ``convert("RGB")`` in the reference does.
 """
 
 from __future__ import annotations
@@ -67,9 +71,8 @@ def preprocess(image: np.ndarray, preprocessing: Any) -> np.ndarray:
         raise ValueError(f"preprocess: expected a uint8 (H, W, 3) image, got {image.dtype} {image.shape}")
     image = resize_shorter_side(image, preprocessing.resize, preprocessing.interpolation)
     image = center_crop(image, preprocessing.crop)
-    mean = np.asarray(preprocessing.mean, np.float32) * 255.0
-    std = np.asarray(preprocessing.std, np.float32) * 255.0
-    return (image.astype(np.float32) - mean) / std
+    scaled = image.astype(np.float32) / np.float32(255)       # ToTensor, then Normalize: same float32 steps
+    return (scaled - np.asarray(preprocessing.mean, np.float32)) / np.asarray(preprocessing.std, np.float32)
 
 
 @dataclasses.dataclass(frozen=True)

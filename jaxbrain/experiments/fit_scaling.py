@@ -29,13 +29,19 @@ def run(config, workdir: pathlib.Path) -> dict:
         raise ValueError("fit_scaling: set config.source to a workdir that holds results.csv")
     table = results.read_table(config.source)
     models = sorted(table["model"].astype(str).unique())
-    inventory = inventory_lib.inventory_for(models, config.inventory or None)
+    inventory = inventory_lib.inventory_for(models, config.inventory or None, table=table)
+    lacking = inventory_lib.missing(inventory, tuple(config.axes))
+    if lacking:
+        raise ValueError(f"fit_scaling on {config.source}: {lacking}")
     results.write_csv(workdir / "inventory.csv", inventory)
     fits = scaling.fit_all(table, inventory, axes=tuple(config.axes), min_models=int(config.min_models),
-                           n_bootstrap=int(config.n_bootstrap), seed=int(config.seed), delta=float(config.delta),
-                           grid=_grid(config))
+                           exclude_objectives=tuple(config.get("exclude_objectives", scaling.EXCLUDED_OBJECTIVES)),
+                           holdout_sources=tuple(config.get("holdout_sources", scaling.HELD_OUT_SOURCES)),
+                           form=config.get("form", "auto"), n_bootstrap=int(config.n_bootstrap),
+                           seed=int(config.seed), delta=float(config.delta), grid=_grid(config))
+    holdout = fits.holdout_residuals()
     summary = dict(n_models=int(fits.points["model"].nunique()), plots=scaling.write_fits(fits, workdir),
-                   fits=fits.summary())
+                   fits=fits.summary(), held_out=holdout.to_dict("records"))
     results.write_json(workdir / "summary.json", summary)
     for name, fit in summary["fits"].items():
         print(f"{name}: {fit['form']} E={fit['E']:.4f} A={fit['A']:.4g} alpha={fit['alpha']:.4f} "

@@ -21,7 +21,7 @@ from jaxbrain.data import prepare
 from jaxbrain.models import loading
 
 log = logging.getLogger(__name__)
-_FORMAT = 2  # bumps when the meaning of stored scores changes
+_FORMAT = 3  # bumps when the meaning of stored scores changes
 
 
 def load_benchmarks(config, workdir: pathlib.Path) -> dict[str, tuple]:

@@ -2,15 +2,30 @@
 
 Trials are arrays shaped (units, stimuli, repeats); NaN marks a missing repeat, so stimuli may have been
 shown a different number of times.
+
+Unequal repeat counts. The ceiling of responses averaged over n repeats is NC = 100 snr / (snr + 1/n). When
+stimulus i was averaged over n_i repeats, the noise variance left in the scored responses is noise_var / n_i,
+so the matching 1/n is the mean over stimuli of 1/n_i ("mean_inverse", the default here and for generic and
+planted data). The paper's reference code instead uses n = the number of repeat slots (the largest count), which
+overstates n for stimuli shown fewer times and so overstates the ceiling; `unequal_repeats="slots"` reproduces
+it and is what the readers of the paper's benchmarks pass. Both agree when every stimulus has the same count.
+
+Which targets are scored is the `target_filter` of a dataset (`scored_target_mask`): "noise_ceiling" keeps
+NC >= min_ceiling percent (fMRI, electrophysiology), "ceiling_root" keeps sqrt(NC/100) > 0.1 (channel x time
+targets of EEG/MEG), "released" keeps every target because the release's own reliability filter was applied
+when the dataset was prepared (TVSD: mean `reliab` >= 0.1).
 """
 
 from __future__ import annotations
 
 import numpy as np
 
-__all__ = ["noise_ceiling", "split_half_reliability", "reliable", "ncsnr_to_ceiling", "ncsnr_from_trials"]
+__all__ = ["noise_ceiling", "split_half_reliability", "reliable", "ncsnr_to_ceiling", "ncsnr_from_trials",
+           "scored_target_mask", "TARGET_FILTERS", "UNEQUAL_REPEATS"]
 
 _ZSCORE_MODES = ("repeat", "unit")
+UNEQUAL_REPEATS = ("mean_inverse", "slots")
+TARGET_FILTERS = ("noise_ceiling", "ceiling_root", "released")
 
 
 def _check_trials(trials) -> np.ndarray:
@@ -108,24 +123,31 @@ def ncsnr_to_ceiling(ncsnr, n) -> np.ndarray:
         return np.where(np.isinf(snr), 100.0, 100.0 * snr / (snr + 1.0 / n))
 
 
-def noise_ceiling(trials, n_averaged=None, *, zscore: str = "repeat") -> np.ndarray:
+def noise_ceiling(trials, n_averaged=None, *, zscore: str = "repeat",
+                  unequal_repeats: str = "mean_inverse") -> np.ndarray:
     """Variance-based noise ceiling (percent explained variance, 0..100) of each unit.
 
     Args:
       trials: (units, stimuli, repeats) responses; NaN = missing repeat. Every (unit, stimulus) needs at least
         2 repeats.
-      n_averaged: number of repeats averaged in the responses that are scored. When None, stimuli may have
-        different repeat counts n_i and the ceiling uses mean_i(1/n_i) in place of 1/n (as NSD does for
-        images shown fewer times), i.e. the noise variance actually left in the averaged responses.
+      n_averaged: number of repeats averaged in the responses that are scored. When None, it follows from the
+        trials by `unequal_repeats`.
       zscore: "repeat" (default, the published method) z-scores each (unit, repeat) across stimuli;
         "unit" z-scores over all trials of a unit, for layouts where repeat slots are not sessions.
+      unequal_repeats: with n_averaged None, "mean_inverse" uses mean_i(1/n_i) in place of 1/n (the noise
+        variance actually left in the averaged responses), "slots" uses n = trials.shape[-1], the number of repeat
+        slots, as the paper's reference code does (see the module docstring).
 
     Returns:
       float64 array (units,) of NC% = 100 * snr / (snr + 1/n), snr = signal_var / noise_var.
     """
     trials = _check_trials(trials)
     ncsnr = ncsnr_from_trials(trials, zscore=zscore)
-    if n_averaged is None:
+    if unequal_repeats not in UNEQUAL_REPEATS:
+        raise ValueError(f"unequal_repeats must be one of {UNEQUAL_REPEATS}; got {unequal_repeats!r}")
+    if n_averaged is None and unequal_repeats == "slots":
+        inv_n = np.full(trials.shape[0], 1.0 / trials.shape[2])
+    elif n_averaged is None:
         counts = np.isfinite(trials).sum(axis=2)
         inv_n = (1.0 / counts).mean(axis=1)
     else:
@@ -175,3 +197,20 @@ def reliable(nc, threshold: float = 10.0) -> np.ndarray:
     nc = np.asarray(nc, dtype=np.float64)
     with np.errstate(invalid="ignore"):
         return nc >= threshold
+
+
+def scored_target_mask(ceiling_percent, target_filter: str, min_ceiling: float = 10.0) -> np.ndarray:
+    """Boolean mask of the targets that are scored under `target_filter` (see the module docstring).
+
+    "noise_ceiling": finite NC >= `min_ceiling` percent; "ceiling_root": finite NC with sqrt(NC/100) > 0.1;
+    "released": every finite NC (the release's filter was applied when the data were prepared).
+    """
+    nc = np.asarray(ceiling_percent, dtype=np.float64)
+    finite = np.isfinite(nc)
+    if target_filter == "noise_ceiling":
+        return finite & (np.nan_to_num(nc, nan=-np.inf) >= min_ceiling)
+    if target_filter == "ceiling_root":
+        return finite & (np.sqrt(np.clip(np.nan_to_num(nc), 0, None) / 100.0) > 0.1)
+    if target_filter == "released":
+        return finite
+    raise ValueError(f"target_filter must be one of {TARGET_FILTERS}; got {target_filter!r}")

@@ -1,12 +1,25 @@
-"""Representational similarity: RDMs (correlation distance), RSA (Spearman over upper triangles), unbiased CKA.
+"""Representational similarity: RDMs (correlation distance), RSA (Spearman over upper triangles), unbiased CKA,
+and RDM benchmarks scored against per-subject similarity matrices.
 
-All functions are jitted and batched over leading axes (`features` (..., n, d) against `responses` (n, t) or
-(..., n, t)). The score experiment's "c" variants compare features with responses and the "ve" variants compare
+The RDM/RSA/CKA functions are jitted and batched over leading axes (`features` (..., n, d) against `responses`
+(n, t) or (..., n, t)); the RDM-benchmark functions are float64 NumPy. The score experiment's "c" variants compare features with responses and the "ve" variants compare
 ridge predictions with responses: `rsa(features, responses)`, `rsa(predictions, responses)`, and likewise `cka`.
+
+RDM benchmarks (as Brain-Score scores its RSM-based fMRI benchmarks). A subject contributes one (n, n) matrix over
+the benchmark's stimuli, declared a similarity (e.g. the Pearson r between split-half response patterns, so it need
+not be symmetric) or a dissimilarity. Every comparison uses all n(n-1) off-diagonal entries (`off_diagonal`); on a
+symmetric matrix that counts each pair twice, which leaves Pearson and Spearman r unchanged. A dissimilarity is
+negated, which only flips the sign of r, so model and subject matrices are compared as similarities.
+  ceiling (`rdm_ceiling`): for each subject, Pearson r between its matrix and the mean matrix of the other subjects
+      (leave one subject out); the benchmark's ceiling is the mean over subjects.
+  score (`rdm_scores`): per subject, r (Pearson or Spearman) between the model's RSM (`rsm`: Pearson r between the
+      stimuli's feature vectors) and the subject's matrix; the raw score is the mean over subjects and the
+      normalised score (`rdm_benchmark_score`) is (raw / ceiling)^2, with the sign of raw kept.
 """
 
 from __future__ import annotations
 
+import numpy as np
 
 import jax
 import jax.numpy as jnp
@@ -154,4 +167,94 @@ def similarity_scores(features, responses, predictions=None) -> dict[str, float]
     return out
 
 
-__all__ = ["cka", "cka_gram", "compare_rdms", "rdm", "rsa", "similarity_scores", "spearman", "upper_triangle"]
+# ---------------------------------------------------------------------------------------------------------------
+# RDM benchmarks (float64 NumPy: a few (n, n) matrices per layer, nothing to compile)
+
+SIMILARITY_KINDS = ("similarity", "dissimilarity")
+CORRELATIONS = ("pearson", "spearman")
+
+
+def off_diagonal(square) -> np.ndarray:
+    """The n(n-1) entries of (..., n, n) off the diagonal, row by row."""
+    square = np.asarray(square)
+    return square[..., ~np.eye(square.shape[-1], dtype=bool)]
+
+
+def rsm(patterns) -> np.ndarray:
+    """Representational similarity matrix (n, n): Pearson r between the rows (stimuli) of `patterns` (n, d)."""
+    x = np.asarray(patterns, dtype=np.float64)
+    if x.ndim != 2:
+        raise ValueError(f"rsm: expected (stimuli, dims) patterns, got shape {x.shape}")
+    return np.corrcoef(x)
+
+
+def _row_correlations(a: np.ndarray, b: np.ndarray) -> np.ndarray:
+    """Pearson r between matching rows of a and b (..., m)."""
+    a = a - a.mean(axis=-1, keepdims=True)
+    b = b - b.mean(axis=-1, keepdims=True)
+    return (a * b).sum(axis=-1) / np.sqrt((a * a).sum(axis=-1) * (b * b).sum(axis=-1))
+
+
+def _subject_vectors(matrices) -> np.ndarray:
+    m = np.asarray(matrices, dtype=np.float64)
+    if m.ndim != 3 or m.shape[1] != m.shape[2] or m.shape[1] < 3:
+        raise ValueError(f"subject matrices must be (subjects, n, n) with n >= 3, got shape {m.shape}")
+    if m.shape[0] < 2:
+        raise ValueError(f"an RDM ceiling needs at least 2 subjects, got {m.shape[0]}")
+    v = off_diagonal(m)
+    bad = ~np.isfinite(v)
+    if bad.any():
+        raise ValueError(f"subject matrices have {int(bad.sum())} NaN/inf off-diagonal entries "
+                         f"(subjects {np.unique(np.nonzero(bad)[0]).tolist()})")
+    return v
+
+
+def rdm_ceiling(subject_matrices) -> np.ndarray:
+    """Per-subject ceiling (subjects,): Pearson r over the off-diagonal entries between each subject's matrix and
+    the mean of the other subjects' matrices. `subject_matrices` (subjects, n, n), all of one kind."""
+    v = _subject_vectors(subject_matrices)
+    others = (v.sum(axis=0, keepdims=True) - v) / (v.shape[0] - 1)
+    return _row_correlations(v, others)
+
+
+def rdm_scores(model_rsm, subject_matrices, *, kind: str = "similarity", correlation: str = "pearson") -> np.ndarray:
+    """r (subjects,) between the model's RSM (n, n) and each subject's matrix over the off-diagonal entries.
+
+    `kind` declares the subject matrices ("similarity" or "dissimilarity", then negated); `correlation` is
+    "pearson" or "spearman" (ties averaged).
+    """
+    if kind not in SIMILARITY_KINDS:
+        raise ValueError(f"kind must be one of {SIMILARITY_KINDS}, got {kind!r}")
+    if correlation not in CORRELATIONS:
+        raise ValueError(f"correlation must be one of {CORRELATIONS}, got {correlation!r}")
+    subjects = _subject_vectors(subject_matrices) * (1.0 if kind == "similarity" else -1.0)
+    model = np.asarray(model_rsm, dtype=np.float64)
+    if model.shape != (np.shape(subject_matrices)[1],) * 2:
+        raise ValueError(f"model RSM {model.shape} and subject matrices {np.shape(subject_matrices)[1:]} differ "
+                         "in size")
+    model = off_diagonal(model)
+    if correlation == "spearman":
+        from scipy.stats import rankdata
+
+        model, subjects = rankdata(model), rankdata(subjects, axis=-1)
+    return _row_correlations(model[None], subjects)
+
+
+def rdm_benchmark_score(features, subject_matrices, *, kind: str = "similarity", correlation: str = "pearson",
+                        ceiling=None) -> dict:
+    """One layer on an RDM benchmark: {"raw", "ceiling", "normalised", "per_subject", "ceiling_per_subject"}.
+
+    `features` (n, d) of the n stimuli in the matrices' order. raw = mean over subjects of `rdm_scores`;
+    ceiling = mean of `rdm_ceiling` (pass the per-subject `ceiling` to reuse it across layers);
+    normalised = sign(raw) * (raw / ceiling)^2.
+    """
+    per_subject = rdm_scores(rsm(features), subject_matrices, kind=kind, correlation=correlation)
+    ceiling = rdm_ceiling(subject_matrices) if ceiling is None else np.asarray(ceiling, dtype=np.float64)
+    raw, mean_ceiling = float(per_subject.mean()), float(ceiling.mean())
+    return {"raw": raw, "ceiling": mean_ceiling, "normalised": float(np.sign(raw) * (raw / mean_ceiling) ** 2),
+            "per_subject": per_subject, "ceiling_per_subject": ceiling}
+
+
+__all__ = ["cka", "cka_gram", "compare_rdms", "off_diagonal", "rdm", "rdm_benchmark_score", "rdm_ceiling",
+           "rdm_scores", "rsa", "rsm", "similarity_scores", "spearman", "upper_triangle", "CORRELATIONS",
+           "SIMILARITY_KINDS"]

@@ -6,8 +6,10 @@ brainscore_vision/data/{freemanziemba2013,majajhong2015}/__init__.py):
     signature of the second visual area in primates", Nature Neuroscience 16:974-981,
     https://doi.org/10.1038/nn.3402 . Assembly "movshon.FreemanZiemba2013.public"
     (assy_movshon_FreemanZiemba2013_public.nc), stimulus set "movshon.FreemanZiemba2013-public"
-    (image_movshon_FreemanZiemba2013-public.csv / .zip). Macaque V1 and V2 single units pooled over animals
-    (one subject, "pooled"), 1 ms time bins.
+    (image_movshon_FreemanZiemba2013-public.csv / .zip, its metadata), images from the aperture stimulus set
+    "movshon.FreemanZiemba2013.aperture-public" (image_movshon_FreemanZiemba2013_aperture-public.csv / .zip), the
+    stimuli as the animals saw them inside the aperture, which the paper's reference extracts features from.
+    Macaque V1 and V2 single units pooled over animals (one subject, "pooled"), 1 ms time bins.
   * MajajHong2015: Majaj, Hong, Solomon & DiCarlo (2015), "Simple learned weighted sums of inferior temporal
     neuronal firing rates accurately predict human core object recognition performance", J. Neurosci.
     35:13402-13418, https://doi.org/10.1523/JNEUROSCI.5181-14.2015 . Assembly "dicarlo.MajajHong2015.public"
@@ -22,16 +24,21 @@ Files expected under `source_dir` (names overridable):
       image_file_name) and metadata: texture_family / texture_type (FreemanZiemba), object_name / category_name
       (MajajHong).
   the stimulus set .zip: the images, found by file name (or by base name inside a sub-folder).
+  `image_files` (csv, zip) take the images from another stimulus set with the same stimulus ids (FreemanZiemba2013's
+      aperture set); the stimulus set above still gives the metadata.
 
 Preparation: responses are averaged over the response window as Brain-Score's benchmarks use it: 50-200 ms for
 FreemanZiemba2013 (the mean of the 1 ms bins 50..199, brainscore_vision/benchmarks/freemanziemba2013/benchmarks/
 benchmark.py, load_assembly: time_window = (50, 200)) and the released 70-170 ms bin for MajajHong2015 (the
 benchmark squeezes the single time bin, brainscore_vision/benchmarks/majajhong2015/benchmark.py). Trials per
-(subject, region) become (neuroids, stimuli, repeats) with NaN for missing repeats; the noise ceiling is computed
-from them over all stimuli (`jaxbrain.metrics.noise_ceiling`, n = repeats averaged); neuroids with NC below
-`min_nc` (10 %) are dropped here (DESIGN.md section 3, reliability filter). Test split: 10 % of the stimuli,
-stratified by texture family (FreemanZiemba) / object category (MajajHong), seed 42
-(`jaxbrain.data.neural.stratified_split`, scikit-learn's StratifiedShuffleSplit).
+(subject, region) become (neuroids, stimuli, repetition slots) with NaN for missing repeats, one slot per
+`repetition` value (as xarray's unstack of the reference); the noise ceiling is computed from them over all stimuli
+(`jaxbrain.metrics.noise_ceiling`) with n = the number of repetition slots as the reference does
+(`ceiling_repeats="mean_inverse"` uses the repeats each stimulus has); neuroids with NC below `min_nc` (10 %) are
+dropped here (DESIGN.md section 3, reliability filter). Test split: 10 % of the id-sorted stimuli, stratified by
+texture type (FreemanZiemba) / object category (MajajHong), seed 42, and both splits keep the shuffled order that
+scikit-learn's train_test_split returns, as the reference does (`jaxbrain.data.neural.stratified_order`): the
+contiguous outer-CV folds on the train split follow that order.
 """
 
 from __future__ import annotations
@@ -46,6 +53,8 @@ import pandas as pd
 
 FZ_FILES = ("assy_movshon_FreemanZiemba2013_public.nc", "image_movshon_FreemanZiemba2013-public.csv",
             "image_movshon_FreemanZiemba2013-public.zip")
+FZ_APERTURE_FILES = ("image_movshon_FreemanZiemba2013_aperture-public.csv",
+                     "image_movshon_FreemanZiemba2013_aperture-public.zip")
 MH_FILES = ("assy_dicarlo_MajajHong2015_public.nc", "image_dicarlo_hvm-public.csv", "image_dicarlo_hvm-public.zip")
 FZ_WINDOW = (50, 200)
 MH_WINDOW = (70, 170)
@@ -83,18 +92,24 @@ def window_mean(assembly, window: tuple[float, float], source: str):
 
 def trials_by_stimulus(values: np.ndarray, stimulus_ids: np.ndarray, repetition: np.ndarray | None
                        ) -> tuple[np.ndarray, np.ndarray]:
-    """(sorted unique ids, trials (units, stimuli, max_repeats) with NaN padding) from presentation rows.
+    """(sorted unique ids, trials (units, stimuli, repeat slots) with NaN padding) from presentation rows.
 
-    `values` is (presentations, units). Repeats are ordered by `repetition` when given, by file order otherwise.
+    `values` is (presentations, units). With `repetition`, slot k holds the k-th smallest repetition value (as
+    xarray's unstack does); without it, each stimulus's presentations fill slots 0, 1, ... in file order.
     """
     ids, inverse = np.unique(stimulus_ids, return_inverse=True)
-    key = np.arange(len(stimulus_ids)) if repetition is None else np.asarray(repetition)
-    order = np.lexsort((np.arange(len(stimulus_ids)), key, inverse))
-    counts = np.bincount(inverse, minlength=ids.size)
-    slot = np.empty(len(stimulus_ids), dtype=np.int64)
-    starts = np.concatenate([[0], np.cumsum(counts)[:-1]])
-    slot[order] = np.arange(len(order)) - starts[inverse[order]]
-    trials = np.full((values.shape[1], ids.size, counts.max()), np.nan, dtype=np.float64)
+    if repetition is None:
+        order = np.argsort(inverse, kind="stable")
+        counts = np.bincount(inverse, minlength=ids.size)
+        slot = np.empty(len(stimulus_ids), dtype=np.int64)
+        slot[order] = np.arange(len(order)) - np.concatenate([[0], np.cumsum(counts)[:-1]])[inverse[order]]
+    else:
+        _, slot = np.unique(np.asarray(repetition), return_inverse=True)
+    flat = inverse * (slot.max() + 1) + slot
+    if np.unique(flat).size != flat.size:
+        dup = str(ids[np.flatnonzero(np.bincount(flat) > 1)[0] // (slot.max() + 1)])
+        raise ValueError(f"stimulus {dup!r} has two presentations with the same repetition")
+    trials = np.full((values.shape[1], ids.size, slot.max() + 1), np.nan, dtype=np.float64)
     trials[:, inverse, slot] = values.T
     return ids, trials
 
@@ -178,19 +193,33 @@ def zip_members(path: pathlib.Path, filenames: Sequence[str]) -> list[str]:
     return out
 
 
+def _stimulus_images(source_dir: pathlib.Path, image_files: tuple[str, str], stim_ids):
+    """The StimulusSet of `stim_ids` from a stimulus set's CSV (file names) and zip (images)."""
+    from jaxbrain.data.stimulus_set import StimulusSet
+
+    csv_path, zip_path = (source_dir / f for f in image_files)
+    table = read_stimulus_csv(csv_path, [])
+    absent = [i for i in stim_ids if i not in table.index]
+    if absent:
+        raise AssemblyError(f"{csv_path}: {len(absent)} stimulus ids of the assembly have no image, "
+                            f"e.g. {absent[:3]}")
+    members = zip_members(zip_path, table.loc[list(stim_ids), "filename"].astype(str).tolist())
+    return StimulusSet.from_zip(zip_path, ids=list(stim_ids), members=members)
+
+
 # ---- the benchmark --------------------------------------------------------------------------------------------
 
 def read_assembly_benchmark(name: str, source_dir: str | os.PathLike, files: tuple[str, str, str], *,
                             window: tuple[float, float], stratify_by: str, subject_coord: str | None,
                             regions: Sequence[str], test_fraction: float = 0.1, seed: int = 42,
-                            min_nc: float | None = 10.0):
-    """A NeuralDataset (modality "ephys") from one assembly, its stimulus CSV and image zip."""
-    from jaxbrain.data.neural import NeuralDataset, stratified_split
-    from jaxbrain.data.stimulus_set import StimulusSet
+                            min_nc: float | None = 10.0, image_files: tuple[str, str] | None = None,
+                            ceiling_repeats: str = "slots"):
+    """A NeuralDataset (modality "ephys") from one assembly, its stimulus CSV and image zip (or `image_files`)."""
+    from jaxbrain.data.neural import NeuralDataset, stratified_order
     from jaxbrain import metrics
 
     source_dir = pathlib.Path(source_dir)
-    nc_path, csv_path, zip_path = (source_dir / f for f in files)
+    nc_path, csv_path = source_dir / files[0], source_dir / files[1]
     src = str(nc_path)
     assembly = open_assembly(nc_path)
     presentation_ids = coord(assembly, ID_COORDS, "presentation", src).astype(str)
@@ -202,7 +231,10 @@ def read_assembly_benchmark(name: str, source_dir: str | os.PathLike, files: tup
                         dtype=np.float64)
     if not np.isfinite(values).all():
         raise AssemblyError(f"{src}: {int((~np.isfinite(values)).sum())} NaN/inf responses in the window {window}")
-    stim_ids, trials = trials_by_stimulus(values, presentation_ids, repetition)
+    try:
+        stim_ids, trials = trials_by_stimulus(values, presentation_ids, repetition)
+    except ValueError as exc:
+        raise AssemblyError(f"{src}: {exc}") from None
     reps = (~np.isnan(trials[0])).sum(axis=1)
     if reps.min() < 2:
         raise AssemblyError(f"{src}: stimulus {stim_ids[int(np.argmin(reps))]!r} has {reps.min()} repetition(s); "
@@ -215,19 +247,12 @@ def read_assembly_benchmark(name: str, source_dir: str | os.PathLike, files: tup
                             f"set, e.g. {absent[:3]}")
     rows = table.loc[list(stim_ids)]
     try:
-        split_of = stratified_split(list(stim_ids), rows[stratify_by].astype(str).to_numpy(),
-                                    test_fraction=test_fraction, seed=seed)
+        train_pos, test_pos = stratified_order(rows[stratify_by].astype(str).to_numpy(), test_fraction, seed)
     except ValueError as exc:       # e.g. fewer test stimuli than strata
         raise AssemblyError(f"{csv_path}: cannot split {len(stim_ids)} stimuli {test_fraction:g} test stratified "
                             f"by {stratify_by!r}: {exc} (choose a coarser stratify_by column)") from exc
-    train_ids = np.asarray([i for i in stim_ids if split_of[i] == "train"])
-    test_ids = np.asarray([i for i in stim_ids if split_of[i] == "test"])
-    members = zip_members(zip_path, rows["filename"].astype(str).tolist())
-    stimuli = StimulusSet.from_zip(zip_path, ids=list(stim_ids), members=members)
-
-    position = {s: k for k, s in enumerate(stim_ids)}
-    split_pos = {"train": np.asarray([position[s] for s in train_ids]),
-                 "test": np.asarray([position[s] for s in test_ids])}
+    stimuli = _stimulus_images(source_dir, image_files or (files[1], files[2]), stim_ids)
+    split_pos = {"train": train_pos, "test": test_pos}
     subjects = sorted(set(subject_of.tolist()))
     missing_regions = [r for r in regions if r not in set(region.tolist())]
     if missing_regions:
@@ -238,7 +263,7 @@ def read_assembly_benchmark(name: str, source_dir: str | os.PathLike, files: tup
             units = np.flatnonzero((subject_of == s) & (region == r))
             if units.size == 0:
                 raise AssemblyError(f"{src}: subject {s!r} has no neuroid in region {r!r}")
-            nc = np.asarray(metrics.noise_ceiling(trials[units]), dtype=np.float64)
+            nc = np.asarray(metrics.noise_ceiling(trials[units], unequal_repeats=ceiling_repeats), np.float64)
             keep = np.ones(units.size, bool) if min_nc is None else nc >= min_nc
             if not keep.any():
                 raise AssemblyError(f"{src}: subject {s!r} region {r!r}: no neuroid reaches NC >= {min_nc} % "
@@ -248,25 +273,32 @@ def read_assembly_benchmark(name: str, source_dir: str | os.PathLike, files: tup
             for split, pos in split_pos.items():
                 responses[(split, s, r)] = mean[pos].astype(np.float32)
     ds = NeuralDataset(name=name, modality="ephys", subjects=subjects, rois=list(regions),
-                       splits=["train", "test"], stimulus_ids={"train": train_ids, "test": test_ids},
+                       splits=["train", "test"],
+                       stimulus_ids={"train": stim_ids[train_pos], "test": stim_ids[test_pos]},
                        responses=responses, noise_ceilings=ceilings, stimuli=stimuli)
     ds.validate(source=src)
     return ds
 
 
 def load_freemanziemba2013(source_dir: str | os.PathLike, *, files: tuple[str, str, str] = FZ_FILES,
-                           window: tuple[float, float] = FZ_WINDOW, stratify_by: str = "texture_family",
-                           test_fraction: float = 0.1, seed: int = 42, min_nc: float | None = 10.0):
-    """FreemanZiemba2013 (V1, V2; one pooled subject) as a NeuralDataset; see the module docstring."""
+                           image_files: tuple[str, str] = FZ_APERTURE_FILES,
+                           window: tuple[float, float] = FZ_WINDOW, stratify_by: str = "texture_type",
+                           test_fraction: float = 0.1, seed: int = 42, min_nc: float | None = 10.0,
+                           ceiling_repeats: str = "slots"):
+    """FreemanZiemba2013 (V1, V2; one pooled subject; aperture images) as a NeuralDataset; see the module
+    docstring."""
     return read_assembly_benchmark("freemanziemba2013", source_dir, tuple(files), window=tuple(window),
                                    stratify_by=stratify_by, subject_coord=None, regions=("V1", "V2"),
-                                   test_fraction=test_fraction, seed=seed, min_nc=min_nc)
+                                   test_fraction=test_fraction, seed=seed, min_nc=min_nc,
+                                   image_files=tuple(image_files), ceiling_repeats=ceiling_repeats)
 
 
 def load_majajhong2015(source_dir: str | os.PathLike, *, files: tuple[str, str, str] = MH_FILES,
                        window: tuple[float, float] = MH_WINDOW, stratify_by: str = "category_name",
-                       test_fraction: float = 0.1, seed: int = 42, min_nc: float | None = 10.0):
+                       test_fraction: float = 0.1, seed: int = 42, min_nc: float | None = 10.0,
+                       ceiling_repeats: str = "slots"):
     """MajajHong2015 (V4, IT; subjects = animals) as a NeuralDataset; see the module docstring."""
     return read_assembly_benchmark("majajhong2015", source_dir, tuple(files), window=tuple(window),
                                    stratify_by=stratify_by, subject_coord="animal", regions=("V4", "IT"),
-                                   test_fraction=test_fraction, seed=seed, min_nc=min_nc)
+                                   test_fraction=test_fraction, seed=seed, min_nc=min_nc,
+                                   ceiling_repeats=ceiling_repeats)

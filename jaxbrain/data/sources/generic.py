@@ -12,13 +12,18 @@ Trials folder (`load_generic(folder)`), no particular release:
 Ceilings are the variance-based estimate of `jaxbrain.metrics.noise_ceiling` over all stimuli (each needs >= 2
 repeats) or, with `ceiling_split`, over that split only.
 
-RDM-only data (`RDMSet`): dissimilarity matrices over a common ordered stimulus list, for the RSA metrics.
+RDM-only data (`RDMSet`): matrices over a common ordered stimulus list, for the RSA metrics and RDM benchmarks
+(`jaxbrain.metrics.rdm_ceiling`, `rdm_scores`). A set declares its `kind` ("dissimilarity" or "similarity") and
+whether its matrices are `symmetric`; per-subject split-half similarity matrices (row = one half of the data,
+column = the other) need not be, and then are kept as they are. `groups` names the per-subject matrices of each
+ROI, so `rdms.subject_matrices(roi)` is the (subjects, n, n) stack a benchmark scores.
 `load_kriegeskorte92(folder)` reads the "92 images" data (Kriegeskorte et al. 2008, Neuron 60:1126,
 https://doi.org/10.1016/j.neuron.2008.10.043) as shipped with rsatoolbox (`demos/92imageData`):
 `Kriegeskorte_Neuron2008_supplementalData.mat` (stimuli_92objs with 175x175x3 images, RDMs_mIT_hIT_fig1 with the
 monkey IT and human IT RDMs as condensed upper triangles) and optionally `92_brainRDMs.mat` (RDMs (1, 4, 2): human
-IT of 4 subjects x 2 sessions, 92x92). `load_rdm_folder(folder)` reads `rdm_<name>.npy` files (square or
-condensed) plus `stimuli.csv`.
+IT of 4 subjects x 2 sessions, 92x92). `load_rdm_folder(folder)` reads `stimuli.csv` plus either dissimilarities
+`rdm_<name>.npy` (square or condensed) or similarities `rsm_<name>.npy` (square); a name `<subject>_<roi>` puts the
+matrix in group `<roi>`.
 """
 
 from __future__ import annotations
@@ -158,11 +163,13 @@ def load_generic(source_dir, name: str = "generic", modality: str = "ephys", tes
 # ---------------------------------------------------------------------------------------------------------------
 # RDM-only data
 
-def square_rdm(rdm, n: int | None = None, where: str = "RDM") -> np.ndarray:
-    """A square symmetric (n, n) float64 RDM from a square matrix or a condensed upper triangle."""
+def square_rdm(rdm, n: int | None = None, where: str = "RDM", symmetric: bool = True) -> np.ndarray:
+    """A square (n, n) float64 matrix from a square matrix or (symmetric only) a condensed upper triangle."""
     a = np.asarray(rdm, dtype=np.float64)
     if a.ndim == 2 and a.shape[0] == a.shape[1]:
         out = a
+    elif not symmetric:
+        raise GenericFormatError(f"{where}: shape {a.shape}; a matrix that need not be symmetric must be square")
     else:
         v = a.reshape(-1)
         k = int(round((1 + np.sqrt(1 + 8 * v.size)) / 2))
@@ -174,27 +181,38 @@ def square_rdm(rdm, n: int | None = None, where: str = "RDM") -> np.ndarray:
     if n is not None and out.shape[0] != n:
         raise GenericFormatError(f"{where}: {out.shape[0]} stimuli, expected {n}")
     if not np.isfinite(out).all():
-        raise GenericFormatError(f"{where}: NaN/inf dissimilarities")
-    if not np.allclose(out, out.T, atol=1e-6):
-        raise GenericFormatError(f"{where}: not symmetric")
+        raise GenericFormatError(f"{where}: NaN/inf entries")
+    if symmetric and not np.allclose(out, out.T, atol=1e-6):
+        raise GenericFormatError(f"{where}: not symmetric (load split-half matrices with symmetric=False)")
     return out
 
 
 @dataclasses.dataclass
 class RDMSet:
-    """Named RDMs (n, n) over one ordered list of stimulus ids, with the images when known."""
+    """Named (n, n) matrices over one ordered list of stimulus ids, with the images when known.
+
+    kind: "dissimilarity" (RDMs) or "similarity" (RSMs); symmetric: False for matrices such as split-half
+    similarities, which are then kept as given. groups: e.g. ROI -> the names of its per-subject matrices.
+    """
 
     name: str
     stimulus_ids: list[str]
     rdms: dict[str, np.ndarray]
     stimuli: StimulusSet | None = None
-    groups: dict[str, list[str]] = dataclasses.field(default_factory=dict)  # e.g. "hIT" -> per-subject names
+    groups: dict[str, list[str]] = dataclasses.field(default_factory=dict)
+    kind: str = "dissimilarity"
+    symmetric: bool = True
 
     def __post_init__(self):
+        from jaxbrain.metrics.similarity import SIMILARITY_KINDS
+
         n = len(self.stimulus_ids)
         if len(set(self.stimulus_ids)) != n:
             raise GenericFormatError(f"RDM set {self.name!r}: duplicate stimulus ids")
-        self.rdms = {k: square_rdm(v, n, f"RDM set {self.name!r}, RDM {k!r}") for k, v in self.rdms.items()}
+        if self.kind not in SIMILARITY_KINDS:
+            raise GenericFormatError(f"RDM set {self.name!r}: kind {self.kind!r} not one of {SIMILARITY_KINDS}")
+        self.rdms = {k: square_rdm(v, n, f"RDM set {self.name!r}, RDM {k!r}", self.symmetric)
+                     for k, v in self.rdms.items()}
         for group, members in self.groups.items():
             unknown = [m for m in members if m not in self.rdms]
             if unknown:
@@ -204,6 +222,12 @@ class RDMSet:
         """The upper triangle (scipy pdist order) of one RDM."""
         iu = np.triu_indices(len(self.stimulus_ids), 1)
         return self.rdms[key][iu]
+
+    def subject_matrices(self, group: str) -> np.ndarray:
+        """(subjects, n, n) stack of the matrices in `group`, in the group's order."""
+        if group not in self.groups:
+            raise KeyError(f"RDM set {self.name!r}: no group {group!r} (has {sorted(self.groups)})")
+        return np.stack([self.rdms[k] for k in self.groups[group]])
 
 
 def _mat_str(x) -> str:
@@ -242,16 +266,29 @@ def load_kriegeskorte92(source_dir) -> RDMSet:
                   groups=groups)
 
 
-def load_rdm_folder(source_dir) -> RDMSet:
-    """`rdm_<name>.npy` files (square or condensed) over the ids of `stimuli.csv` (see the module docstring)."""
+def load_rdm_folder(source_dir, symmetric: bool = True) -> RDMSet:
+    """`rdm_<name>.npy` or `rsm_<name>.npy` files over the ids of `stimuli.csv` (see the module docstring).
+
+    symmetric=False accepts matrices that are not symmetric (e.g. split-half similarities); they must be square.
+    """
     folder = pathlib.Path(source_dir)
     table = _read_stimuli_csv(folder)
     ids = table["stimulus_id"].tolist()
-    rdms = {p.stem[len("rdm_"):]: square_rdm(np.load(p, allow_pickle=False), len(ids), str(p))
-            for p in sorted(folder.glob("rdm_*.npy"))}
-    if not rdms:
-        raise FileNotFoundError(f"RDM folder {folder}: no rdm_<name>.npy files")
+    files = {prefix: sorted(folder.glob(f"{prefix}_*.npy")) for prefix in ("rdm", "rsm")}
+    if files["rdm"] and files["rsm"]:
+        raise GenericFormatError(f"RDM folder {folder}: both rdm_*.npy (dissimilarities) and rsm_*.npy "
+                                 "(similarities); a set holds one kind")
+    prefix = "rsm" if files["rsm"] else "rdm"
+    if not files[prefix]:
+        raise FileNotFoundError(f"RDM folder {folder}: no rdm_<name>.npy or rsm_<name>.npy files")
+    rdms, groups = {}, {}
+    for p in files[prefix]:
+        name = p.stem[len(prefix) + 1:]
+        rdms[name] = square_rdm(np.load(p, allow_pickle=False), len(ids), str(p), symmetric)
+        if "_" in name:
+            groups.setdefault(name.rsplit("_", 1)[1], []).append(name)
     stimuli = None
     if "image" in table.columns:
         stimuli = StimulusSet.from_folder(folder, ids=ids, members=table["image"].astype(str).tolist())
-    return RDMSet(name=folder.name, stimulus_ids=ids, rdms=rdms, stimuli=stimuli)
+    return RDMSet(name=folder.name, stimulus_ids=ids, rdms=rdms, stimuli=stimuli, groups=groups,
+                  kind="similarity" if prefix == "rsm" else "dissimilarity", symmetric=symmetric)

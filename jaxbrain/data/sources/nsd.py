@@ -19,12 +19,16 @@ Files expected under `source_dir` (the bucket's layout; XX = subject 01-08, YY =
       (-1 outside the brain, 0 no label) for nsdgeneral and each ROI file named in `rois`
   nsddata/freesurfer/subjXX/label/<name>.mgz.ctab                                  "<value> <label>" lines
 
-Preparation (as the paper does it): betas / 300, z-scored per voxel across the trials of each session, then the
-repeats of each image averaged (1-3 repeats; subjects 3, 4, 6, 8 did fewer sessions, so some images have fewer
-repeats). Train = the subject's own images, test = the shared 1,000 images the subject saw (subject-specific ids in
-both splits). Voxels: inside nsdgeneral and with a noise ceiling >= `nc_threshold` percent, where the ceiling is
-the release's ncsnr turned into percent explained variance with n = 3 repeats, NC = 100 * ncsnr^2 / (ncsnr^2 +
-1/3). Stimulus ids are the 73k-ids (1-based, as in the NSD manual), zero-padded to 5 digits. The targets of an ROI
+Preparation (as the paper's reference, preprocess_nsd.py, does it): betas / 300, z-scored per voxel across the
+trials of each session (sample standard deviation, ddof=1), then the repeats of each image averaged (1-3 repeats;
+subjects 3, 4, 6, 8 did fewer sessions, so some images have fewer repeats). Train = the subject's own images, test =
+the shared 1,000 images the subject saw (subject-specific ids in both splits). The noise ceiling is the release's
+ncsnr turned into percent explained variance with n = 3 repeats, NC = 100 * ncsnr^2 / (ncsnr^2 + 1/3); every ROI
+keeps its voxels with NC >= `nc_threshold` percent. ROIs (Appendix A.1): the 27 labels of the streams,
+prf-visualrois, nsdgeneral and floc-* label tables (every label but mfs-words, mTL-words, mTL-faces, aTL-faces,
+mTL-bodies), each intersected with nsdgeneral except those in `outside_nsdgeneral` (RSC, which lies outside it),
+plus "whole_brain": every voxel of the volume with NC >= `nc_threshold`, not intersected with nsdgeneral.
+Stimulus ids are the 73k-ids (1-based, as in the NSD manual), zero-padded to 5 digits. The targets of an ROI
 are its voxels in C order over the (X, Y, Z) volume. Sessions are read one at a time in chunks of trials, so memory
 holds the per-image sums (the size of the output) plus one chunk, however many sessions there are. A voxel whose
 betas are constant within a session (NSD marks invalid voxels with zeros) cannot be z-scored; it is excluded with a
@@ -51,14 +55,19 @@ BETA_SCALE = 300.0
 BETAS = "betas_fithrf_GLMdenoise_RR"
 SPACE = "func1pt8mm"
 
-# name=file:label|label (labels from the file's ctab; "*" = every positive label)
-DEFAULT_ROIS = (
-    "V1=prf-visualrois:V1v|V1d", "V2=prf-visualrois:V2v|V2d", "V3=prf-visualrois:V3v|V3d", "hV4=prf-visualrois:hV4",
-    "early=streams:early", "midventral=streams:midventral", "midlateral=streams:midlateral",
-    "midparietal=streams:midparietal", "ventral=streams:ventral", "lateral=streams:lateral",
-    "parietal=streams:parietal", "faces=floc-faces:*", "bodies=floc-bodies:*", "places=floc-places:*",
-    "words=floc-words:*",
-)
+WHOLE_BRAIN = "whole_brain"
+ROI_LABELS = {  # label file -> its labels that are ROIs of the paper (Appendix A.1), in the reference's order
+    "streams": ("early", "midventral", "midlateral", "midparietal", "ventral", "lateral", "parietal"),
+    "prf-visualrois": ("V1v", "V1d", "V2v", "V2d", "V3v", "V3d", "hV4"),
+    "nsdgeneral": ("nsdgeneral",),
+    "floc-words": ("OWFA", "VWFA-1", "VWFA-2"),
+    "floc-places": ("OPA", "PPA", "RSC"),
+    "floc-faces": ("OFA", "FFA-1", "FFA-2"),
+    "floc-bodies": ("EBA", "FBA-1", "FBA-2"),
+}
+# name=file:label|label (labels from the file's ctab; "*" = every positive label), or WHOLE_BRAIN
+DEFAULT_ROIS = tuple(f"{label}={file}:{label}" for file, labels in ROI_LABELS.items() for label in labels
+                     ) + (WHOLE_BRAIN,)
 
 
 class NSDFormatError(NeuralDataError):
@@ -140,8 +149,11 @@ def read_volume(path) -> np.ndarray:
     return np.asarray(data)
 
 
-def parse_roi(spec: str) -> tuple[str, str, list[str] | None]:
-    """"name=file:label|label" -> (name, file, labels or None for every positive label)."""
+def parse_roi(spec: str) -> tuple[str, str | None, list[str] | None]:
+    """"name=file:label|label" -> (name, file, labels or None for every positive label); WHOLE_BRAIN -> (name,
+    None, None)."""
+    if spec.strip() == WHOLE_BRAIN:
+        return WHOLE_BRAIN, None, None
     m = re.fullmatch(r"([^=/]+)=([^:]+):(.+)", spec.strip())
     if not m:
         raise ValueError(f"NSD ROI {spec!r}: expected name=file:label|label (e.g. V1=prf-visualrois:V1v|V1d)")
@@ -175,6 +187,9 @@ def _roi_masks(root: pathlib.Path, sub: str, rois: Sequence[str], shape) -> dict
     volumes, masks = {}, {}
     for spec in rois:
         name, file, labels = parse_roi(spec)
+        if file is None:
+            masks[name] = np.ones(shape, bool)
+            continue
         if file not in volumes:
             vol = read_volume(roi_dir / f"{file}.nii.gz")
             if vol.shape != shape:
@@ -195,7 +210,7 @@ def _roi_masks(root: pathlib.Path, sub: str, rois: Sequence[str], shape) -> dict
 
 
 def _subject(root: pathlib.Path, subject: int, design, rois, nc_threshold, n_repeats_nc, max_sessions,
-             trial_chunk):
+             trial_chunk, outside_nsdgeneral):
     sub = f"subj{subject:02d}"
     beta_dir = root / "nsddata_betas" / "ppdata" / sub / SPACE / BETAS
     ncsnr = read_volume(beta_dir / "ncsnr.nii.gz").astype(np.float64)
@@ -208,12 +223,15 @@ def _subject(root: pathlib.Path, subject: int, design, rois, nc_threshold, n_rep
 
     with np.errstate(invalid="ignore"):
         nc = np.where(np.isfinite(ncsnr), ncsnr_to_ceiling(np.nan_to_num(ncsnr), n_repeats_nc), np.nan)
-        keep = (general > 0) & (nc >= nc_threshold)
-    masks = {name: m & keep for name, m in _roi_masks(root, sub, rois, shape).items()}
+        reliable = nc >= nc_threshold
+    exempt = set(outside_nsdgeneral) | {WHOLE_BRAIN}
+    masks = {name: m & reliable & ((general > 0) | (name in exempt))
+             for name, m in _roi_masks(root, sub, rois, shape).items()}
     for name, m in masks.items():
         if not m.any():
-            raise NSDFormatError(f"{root}: subject {sub!r}, ROI {name!r}: no voxel inside nsdgeneral with noise "
-                                 f"ceiling >= {nc_threshold}%")
+            where = "" if name in exempt else " inside nsdgeneral"
+            raise NSDFormatError(f"{root}: subject {sub!r}, ROI {name!r}: no voxel{where} with noise ceiling >= "
+                                 f"{nc_threshold}%")
     union = np.zeros(shape, bool)
     for m in masks.values():
         union |= m
@@ -256,7 +274,7 @@ def _subject(root: pathlib.Path, subject: int, design, rois, nc_threshold, n_rep
                 block = d[a:a + trial_chunk].reshape(-1, int(np.prod(shape)))
                 session[a:a + block.shape[0]] = block[:, flat_zyx] / BETA_SCALE
         mean = session.mean(0, dtype=np.float64)
-        std = session.std(0, dtype=np.float64)
+        std = session.std(0, dtype=np.float64, ddof=1)
         bad = ~(std > 0)
         if bad.any():
             valid &= ~bad
@@ -282,11 +300,12 @@ def _subject(root: pathlib.Path, subject: int, design, rois, nc_threshold, n_rep
 
 def load_nsd(source_dir, subjects: Sequence[int] = (1, 2, 3, 4, 5, 6, 7, 8), sessions: int = 0,
              rois: Sequence[str] = DEFAULT_ROIS, nc_threshold: float = 10.0, n_repeats_nc: int = 3,
-             trial_chunk: int = 50) -> NeuralDataset:
+             trial_chunk: int = 50, outside_nsdgeneral: Sequence[str] = ("RSC",)) -> NeuralDataset:
     """Reads the NSD release under `source_dir` into a NeuralDataset (see the module docstring).
 
     subjects: subject numbers 1-8; sessions: how many sessions per subject (0 = every session file present);
-    rois: "name=file:label|label" specs (DEFAULT_ROIS); nc_threshold: percent; n_repeats_nc: n in the ceiling.
+    rois: "name=file:label|label" specs or "whole_brain" (DEFAULT_ROIS); nc_threshold: percent; n_repeats_nc: n in
+    the ceiling; outside_nsdgeneral: ROI names not intersected with nsdgeneral.
     """
     root = pathlib.Path(source_dir)
     design = read_expdesign(root / "nsddata" / "experiments" / "nsd" / "nsd_expdesign.mat")
@@ -300,7 +319,7 @@ def load_nsd(source_dir, subjects: Sequence[int] = (1, 2, 3, 4, 5, 6, 7, 8), ses
     all_images = set()
     for subject in (int(s) for s in subjects):
         sub, images, is_test, resp, voxel_nc, per_roi = _subject(
-            root, subject, design, rois, nc_threshold, n_repeats_nc, sessions, trial_chunk)
+            root, subject, design, rois, nc_threshold, n_repeats_nc, sessions, trial_chunk, outside_nsdgeneral)
         subject_names.append(sub)
         all_images.update(images.tolist())
         ids = np.asarray([f"{k:05d}" for k in images])

@@ -18,7 +18,8 @@ Files expected under `source_dir`:
 
 Pipeline per session (DESIGN.md section 3; the dataset authors' preprocessing without multivariate noise
 normalisation, i.e. no whitening): EEG channels only; optional re-reference and filters (default none, as the
-authors'); epochs -0.2..0.8 s; baseline -0.2..0 s; resample to 100 Hz with anti-aliasing; crop 0..0.8 s. Sessions
+authors'); epochs -0.2..0.8 s; baseline -0.2..0 s; resample to 100 Hz with anti-aliasing (MNE's, as the paper's
+reference); crop 0..0.8 s; data in µV. Sessions
 are read one at a time: training epochs are folded into a running mean per image (memory independent of the
 number of sessions), test epochs are kept for the noise ceiling (per channel x time, n = the 80 repeats averaged).
 ROIs: `jaxbrain.data.eeg.EEG_ROIS`.
@@ -108,7 +109,8 @@ def load_raw(path: pathlib.Path):
 
 
 def read_session_part(path: pathlib.Path, split: str, names: np.ndarray, accumulate, *, reference=None,
-                      l_freq=None, h_freq=None, sfreq: float = eeg.TARGET_SFREQ, chunk: int = 1000):
+                      l_freq=None, h_freq=None, sfreq: float = eeg.TARGET_SFREQ, resample: str = "mne",
+                      chunk: int = 1000):
     """Epochs one raw_eeg_*.npy file and feeds (ids, data) to `accumulate`; returns (ch_names, times)."""
     import mne
 
@@ -128,15 +130,15 @@ def read_session_part(path: pathlib.Path, split: str, names: np.ndarray, accumul
     eeg.filter_raw(raw, l_freq, h_freq)
     ids = names[codes - 1]
     times = None
-    for pos, data, times in eeg.epoch_chunks(raw, onsets, sfreq=sfreq, crop=eeg.EEG_CROP, chunk=chunk,
-                                             source=str(path)):
+    for pos, data, times in eeg.epoch_chunks(raw, onsets, sfreq=sfreq, crop=eeg.EEG_CROP, resample=resample,
+                                             units="uV", chunk=chunk, source=str(path)):
         accumulate(ids[pos], data)
     return raw.ch_names, times
 
 
 def read_subject(source_dir: pathlib.Path, subject: str, names: dict[str, np.ndarray], *,
                  sessions: Sequence[str] | None = None, reference=None, l_freq=None, h_freq=None,
-                 sfreq: float = eeg.TARGET_SFREQ, chunk: int = 1000) -> eeg.SensorSubject:
+                 sfreq: float = eeg.TARGET_SFREQ, resample: str = "mne", chunk: int = 1000) -> eeg.SensorSubject:
     """One subject, session by session (see the module docstring)."""
     folders = find_sessions(source_dir, subject) if sessions is None else [source_dir / subject / s
                                                                           for s in sessions]
@@ -145,7 +147,8 @@ def read_subject(source_dir: pathlib.Path, subject: str, names: dict[str, np.nda
     for folder in folders:
         for split, acc in (("train", train), ("test", test)):
             chans, t = read_session_part(folder / PARTS[split], split, names[split], acc.add, reference=reference,
-                                         l_freq=l_freq, h_freq=h_freq, sfreq=sfreq, chunk=chunk)
+                                         l_freq=l_freq, h_freq=h_freq, sfreq=sfreq, resample=resample,
+                                         chunk=chunk)
             if ch_names is None:
                 ch_names, times = chans, t
             elif list(chans) != list(ch_names):
@@ -157,7 +160,8 @@ def read_subject(source_dir: pathlib.Path, subject: str, names: dict[str, np.nda
 def load_things_eeg2(source_dir: str | os.PathLike, *, subjects: Sequence[str] | str | None = None,
                      sessions: Sequence[str] | str | None = None, rois: Sequence[str] = eeg.EEG_ROIS,
                      reference: str | None = None, l_freq: float | None = None, h_freq: float | None = None,
-                     sfreq: float = eeg.TARGET_SFREQ, chunk: int = 1000, images=None, progress: bool = False):
+                     sfreq: float = eeg.TARGET_SFREQ, resample: str = "mne", chunk: int = 1000, images=None,
+                     progress: bool = False):
     """THINGS-EEG2 as a NeuralDataset (modality "eeg").
 
     `subjects`: labels such as "sub-01" (default all); `sessions`: such as "ses-01" (default all of each
@@ -174,7 +178,8 @@ def load_things_eeg2(source_dir: str | os.PathLike, *, subjects: Sequence[str] |
         if not re.fullmatch(r"sub-\d+", s):
             raise ValueError(f"THINGS-EEG2: subject labels look like 'sub-01', got {s!r}")
         data[s] = read_subject(source_dir, s, names, sessions=eeg.name_list(sessions), reference=reference,
-                               l_freq=l_freq, h_freq=h_freq, sfreq=float(sfreq), chunk=int(chunk))
+                               l_freq=l_freq, h_freq=h_freq, sfreq=float(sfreq), resample=resample,
+                               chunk=int(chunk))
         if progress:
             print(f"THINGS-EEG2 {s}: {len(data[s].ids['train'])} train / {len(data[s].ids['test'])} test images")
     return eeg.build_sensor_dataset(NAME, "eeg", data, eeg.eeg_roi_channels, list(rois), images=images,

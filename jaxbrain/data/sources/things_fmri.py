@@ -11,15 +11,19 @@ Files expected in `source_dir` (or in its `betas_csv/` subfolder), X = subject 1
   sub-0X_StimulusMetadata.csv one row per trial: `stimulus` (file name, e.g. aardvark_01b.jpg), `concept`,
                               `trial_type` ("train": 8,640 images shown once, "test": 100 images x 12, "catch").
   sub-0X_VoxelMetadata.csv    one row per voxel, same order: `voxel_id`, `nc_testset` (noise ceiling of the
-                              12-repeat test average, percent), and one 0/1 column per ROI (V1, V2, hV4,
+                              12-repeat test average, percent), and one 0/1 column per ROI (V1, V2, V3, hV4,
+                              VO1, VO2, "LO1 (prf)", "LO2 (prf)", TO1, TO2, V3a, V3b, lEBA, rEBA, ..., IT,
                               glasser-* ...).
 Images (optional): the THINGS object-image folder `<concept>/<stimulus>` given as `images_dir` (default
 `source_dir/object_images` when it exists); without it the dataset has no stimulus set and a warning says so.
 
-Preparation: catch trials dropped; each split z-scored per voxel across its trials; test repeats averaged
-(12 per image); stimulus ids are the file stems, sorted; voxels with nc_testset >= `nc_threshold` percent;
-ROIs as Brain-Score packages this release (V1, V2, V4 = hV4, IT = nine Glasser areas), each `name=col|col`.
-The ceiling is the release's nc_testset.
+Preparation (as the paper's reference, things_fmri.ipynb): catch trials dropped; the 12 test repeats of each image
+averaged, then each split z-scored per voxel across its images (population SD); stimulus ids are the file stems,
+sorted; every ROI keeps its voxels with nc_testset >= `nc_threshold` percent. ROIs (Appendix A.2): "whole_brain"
+(every voxel), the release's V1, V2, V3, V4 (= hV4), VO1, VO2, LO1, LO2, TO1, TO2, V3b, V3a and the left/right
+category-selective ROIs lEBA ... rLOC, IT (the release's own IT column), and "IT_glasser", the union of nine Glasser
+areas (TE1p, TE2p, FFC, VVC, VMV2, VMV3, PHA1-3) that Brain-Score's packaging calls IT, kept as an extra ROI;
+each `name=col|col` over VoxelMetadata columns. The ceiling is the release's nc_testset.
 """
 
 from __future__ import annotations
@@ -36,10 +40,13 @@ import pandas as pd
 from jaxbrain.data.neural import NeuralDataError, NeuralDataset
 from jaxbrain.data.stimulus_set import StimulusSet
 
+WHOLE_BRAIN = "whole_brain"
+_CATEGORY_ROIS = tuple(f"{side}{roi}" for roi in ("EBA", "FFA", "OFA", "PPA", "RSC", "TOS", "LOC") for side in "lr")
 DEFAULT_ROIS = (
-    "V1=V1", "V2=V2", "V4=hV4",
-    "IT=glasser-TE1p|glasser-TE2p|glasser-FFC|glasser-VVC|glasser-VMV2|glasser-VMV3|glasser-PHA1|glasser-PHA2"
-    "|glasser-PHA3",
+    WHOLE_BRAIN, "V1=V1", "V2=V2", "V3=V3", "V4=hV4", "VO1=VO1", "VO2=VO2", "LO1=LO1 (prf)", "LO2=LO2 (prf)",
+    "TO1=TO1", "TO2=TO2", "V3b=V3b", "V3a=V3a", *(f"{roi}={roi}" for roi in _CATEGORY_ROIS), "IT=IT",
+    "IT_glasser=glasser-TE1p|glasser-TE2p|glasser-FFC|glasser-VVC|glasser-VMV2|glasser-VMV3|glasser-PHA1"
+    "|glasser-PHA2|glasser-PHA3",
 )
 ROW_CHUNK = 4096
 
@@ -49,9 +56,12 @@ class ThingsFormatError(NeuralDataError):
 
 
 def parse_rois(specs: Sequence[str]) -> dict[str, list[str]]:
-    """("name=col|col", ...) -> {name: [col, ...]}."""
+    """("name=col|col", ...) -> {name: [col, ...]}; WHOLE_BRAIN -> {WHOLE_BRAIN: []} (every voxel)."""
     out = {}
     for spec in specs:
+        if spec.strip() == WHOLE_BRAIN:
+            out[WHOLE_BRAIN] = []
+            continue
         m = re.fullmatch(r"([^=/]+)=(.+)", spec.strip())
         if not m:
             raise ValueError(f"ROI {spec!r}: expected name=column|column")
@@ -116,9 +126,10 @@ def _read_responses(path: pathlib.Path, rows: np.ndarray, n_trials: int, voxel_i
 
 
 def _zscore(x: np.ndarray, where: str) -> np.ndarray:
+    """Each column standardised across rows (population SD, as scipy.stats.zscore)."""
     mean, std = x.mean(0), x.std(0)
     if (std == 0).any():
-        raise ThingsFormatError(f"{where}: {int((std == 0).sum())} voxels are constant across trials")
+        raise ThingsFormatError(f"{where}: {int((std == 0).sum())} voxels are constant across the images")
     return (x - mean) / std
 
 
@@ -146,7 +157,8 @@ def _subject(folder: pathlib.Path, sub: str, rois: dict[str, list[str]], nc_thre
     keep = np.nan_to_num(nc, nan=-np.inf) >= nc_threshold
     masks = {}
     for name, cols in rois.items():
-        masks[name] = (vox[cols].to_numpy() > 0).any(axis=1) & keep
+        in_roi = (vox[cols].to_numpy() > 0).any(axis=1) if cols else np.ones(len(vox), bool)
+        masks[name] = in_roi & keep
         if not masks[name].any():
             raise ThingsFormatError(f"{vox_path}: subject {sub!r}, ROI {name!r}: no voxel with nc_testset >= "
                                     f"{nc_threshold}%")
@@ -164,14 +176,14 @@ def _subject(folder: pathlib.Path, sub: str, rois: dict[str, list[str]], nc_thre
         trials = np.flatnonzero(stim["trial_type"].to_numpy() == split)
         if trials.size == 0:
             raise ThingsFormatError(f"{stim_path}: no {split!r} trials")
-        z = _zscore(betas[:, trials].T.astype(np.float64), f"{resp_path}, subject {sub!r}, split {split!r}")
         uniq, inverse, counts = np.unique(stems[trials], return_inverse=True, return_counts=True)
         if split == "train" and (counts > 1).any():
             raise ThingsFormatError(f"{stim_path}: train images shown more than once, e.g. "
                                     f"{uniq[counts > 1][:3].tolist()}")
-        sums = np.zeros((uniq.size, z.shape[1]))
-        np.add.at(sums, inverse, z)
-        split_data[split] = (sums / counts[:, None]).astype(np.float32)
+        sums = np.zeros((uniq.size, rows.size))
+        np.add.at(sums, inverse, betas[:, trials].T.astype(np.float64))
+        split_data[split] = _zscore(sums / counts[:, None], f"{resp_path}, subject {sub!r}, split {split!r}"
+                                    ).astype(np.float32)
         ids[split] = uniq
         first = {s: k for k, s in zip(trials[::-1], stems[trials][::-1])}
         paths.update({s: f"{stim['concept'].iloc[first[s]]}/{names[first[s]]}" for s in uniq})

@@ -13,21 +13,22 @@ Files expected under `source_dir` (or `source_dir/derivatives/preprocessed`):
       images shown once, 'test' = the 200 images shown 12 times, 'catch' = dropped) and image_path (the stimulus
       id is its file stem, e.g. "aardvark_01b").
 
-Pipeline: epochs are read lazily and processed `chunk` at a time (a participant's file holds ~27,000 epochs, about
-16 GB as float64): resample to 100 Hz with anti-aliasing, crop 0..1.3 s (130 samples); train responses are the
-single presentations, test responses the mean of 12 repeats; noise ceiling per sensor x time from the test
-repeats. Subjects are "P1".."P4".
+Pipeline (as the paper's reference notebook, things_meg.ipynb): epochs are read lazily and processed `chunk` at a
+time (a participant's file holds ~27,000 epochs, about 16 GB as float64): crop 0..1.3 s, then MNE's anti-aliased
+resampling to 100 Hz (130 samples with MNE); train responses are the single presentations, test responses the mean
+of 12 repeats; noise ceiling per sensor x time from the test repeats (n = 12). Subjects are "P1".."P4".
 
 Sensor-group ROIs from CTF sensor names "M" + hemisphere + lobe + number, e.g. MLO11: the third letter gives the
 lobe (O occipital, T temporal, P parietal, F frontal, C central) and the second the hemisphere (L left, R right,
-Z midline). Each lobe ROI pools BOTH hemispheres and the midline (L, R and Z sensors), as the dataset authors'
-noise-ceiling analysis groups them (MEG/step2c_data_quality-noiseceiling.py); "all" is every sensor. With
-`hemispheres=True` the readers add per-hemisphere ROIs "O_L", "O_R", ... (left / right sensors only; midline
-sensors are in neither).
+Z midline). As in the reference (and Table S1), each lobe ROI holds the LEFT-hemisphere sensors of its lobe (names
+starting MLO, MLP, MLT, MLF, MLC), "OP" is MLO + MLP and "whole_brain" every sensor: 7 ROIs. `sides="both"`
+pools the left, right and midline sensors of each lobe instead, as the dataset authors' noise-ceiling analysis
+groups them (MEG/step2c_data_quality-noiseceiling.py).
 """
 
 from __future__ import annotations
 
+import functools
 import os
 import pathlib
 import re
@@ -38,10 +39,10 @@ import numpy as np
 from jaxbrain.data import eeg
 
 NAME = "things_meg"
-MEG_LOBES = ("O", "T", "P", "F", "C")
-MEG_ROIS: tuple[str, ...] = (*MEG_LOBES, "all")
+MEG_ROIS: tuple[str, ...] = eeg.EEG_ROIS
 MEG_CROP = (0.0, 1.3)
-_CTF = re.compile(r"^M([LRZ])([OTPFC])\w*")
+SIDES = {"left": ("L",), "both": ("L", "R", "Z")}
+_CTF = re.compile(r"^M([LRZ])([OTPFC])")
 
 
 def ctf_sensor_group(name: str) -> tuple[str, str] | None:
@@ -50,21 +51,25 @@ def ctf_sensor_group(name: str) -> tuple[str, str] | None:
     return (m.group(1), m.group(2)) if m else None
 
 
-def meg_roi_channels(ch_names: Sequence[str], rois: Sequence[str] = MEG_ROIS, *, source: str = "<memory>"
-                     ) -> dict[str, np.ndarray]:
-    """ROI -> sensor indices. Lobe ROIs ("O", ...) pool L, R and Z sensors; "O_L"/"O_R" one hemisphere."""
+def _check_sides(sides: str) -> None:
+    if sides not in SIDES:
+        raise ValueError(f"THINGS-MEG sides must be one of {sorted(SIDES)}, got {sides!r}")
+
+
+def meg_roi_channels(ch_names: Sequence[str], rois: Sequence[str] = MEG_ROIS, *, sides: str = "left",
+                     source: str = "<memory>") -> dict[str, np.ndarray]:
+    """ROI -> sensor indices: a lobe ("O", ...) or "OP" holds the sensors of `sides` ("left" or "both")."""
+    _check_sides(sides)
     groups = [ctf_sensor_group(n) for n in ch_names]
+    lobe_of = [g[1] if g is not None and g[0] in SIDES[sides] else None for g in groups]
     out = {}
     for roi in rois:
-        if roi == "all":
+        if roi == eeg.WHOLE_BRAIN:
             idx = np.arange(len(ch_names))
-        elif roi in MEG_LOBES:
-            idx = np.flatnonzero([g is not None and g[1] == roi for g in groups])
-        elif re.fullmatch(r"[OTPFC]_[LR]", roi):
-            idx = np.flatnonzero([g is not None and g[1] == roi[0] and g[0] == roi[2] for g in groups])
+        elif roi in eeg.LOBES or roi == "OP":
+            idx = np.flatnonzero([lobe is not None and lobe in roi for lobe in lobe_of])
         else:
-            raise eeg.SensorDataError(f"{source}: unknown MEG ROI {roi!r}; known: {', '.join(MEG_ROIS)} and "
-                                      "per-hemisphere O_L, O_R, ...")
+            raise eeg.SensorDataError(f"{source}: unknown MEG ROI {roi!r}; known: {', '.join(MEG_ROIS)}")
         if idx.size == 0:
             raise eeg.SensorDataError(f"{source}: ROI {roi!r} has no sensor among {list(ch_names)[:8]}...")
         out[roi] = idx
@@ -93,7 +98,8 @@ def find_subjects(source_dir: pathlib.Path) -> list[str]:
 
 
 def read_subject(source_dir: pathlib.Path, subject: str, *, sfreq: float = eeg.TARGET_SFREQ,
-                 crop: tuple[float, float] = MEG_CROP, chunk: int = 512) -> eeg.SensorSubject:
+                 crop: tuple[float, float] = MEG_CROP, resample: str = "mne", chunk: int = 512
+                 ) -> eeg.SensorSubject:
     """One participant's epochs file, chunk by chunk (see the module docstring)."""
     import mne
 
@@ -128,7 +134,7 @@ def read_subject(source_dir: pathlib.Path, subject: str, *, sfreq: float = eeg.T
         part = epochs[idx]
         part.load_data()
         part.pick(sensors)
-        data, times = eeg.resample_and_crop(part, sfreq=sfreq, crop=crop)
+        data, times = eeg.resample_and_crop(part, sfreq=sfreq, crop=crop, method=resample, crop_first=True)
         is_test = trial_type[idx] == "test"
         train.add(ids[idx][~is_test], data[~is_test])
         test.add(ids[idx][is_test], data[is_test])
@@ -140,25 +146,25 @@ def read_subject(source_dir: pathlib.Path, subject: str, *, sfreq: float = eeg.T
 
 
 def load_things_meg(source_dir: str | os.PathLike, *, subjects: Sequence[str] | str | None = None,
-                    rois: Sequence[str] = MEG_ROIS, hemispheres: bool = False, sfreq: float = eeg.TARGET_SFREQ,
-                    crop: tuple[float, float] = MEG_CROP, chunk: int = 512, images=None, progress: bool = False):
+                    rois: Sequence[str] = MEG_ROIS, sides: str = "left", sfreq: float = eeg.TARGET_SFREQ,
+                    crop: tuple[float, float] = MEG_CROP, resample: str = "mne", chunk: int = 512, images=None,
+                    progress: bool = False):
     """THINGS-MEG as a NeuralDataset (modality "meg").
 
-    `subjects`: such as "P1" (default all files found; a string may join several with '+'). `images`: None, a
-    StimulusSet, or the THINGS image folder / zip (ids = file stems).
+    `subjects`: such as "P1" (default all files found; a string may join several with '+'). `sides`: "left"
+    (the paper's sensor groups) or "both". `images`: None, a StimulusSet, or the THINGS image folder / zip
+    (ids = file stems).
     """
     source_dir = pathlib.Path(source_dir)
     if not source_dir.is_dir():
         raise FileNotFoundError(f"THINGS-MEG: source folder not found: {source_dir}")
     subjects = eeg.name_list(subjects) or find_subjects(source_dir)
-    rois = list(rois)
-    if hemispheres:
-        rois += [f"{lobe}_{h}" for lobe in MEG_LOBES for h in "LR"]
+    _check_sides(sides)
     data = {}
     for s in subjects:
         data[s] = read_subject(source_dir, s, sfreq=float(sfreq), crop=(float(crop[0]), float(crop[1])),
-                               chunk=int(chunk))
+                               resample=resample, chunk=int(chunk))
         if progress:
             print(f"THINGS-MEG {s}: {len(data[s].ids['train'])} train / {len(data[s].ids['test'])} test images")
-    return eeg.build_sensor_dataset(NAME, "meg", data, meg_roi_channels, rois, images=images,
-                                    source=str(source_dir))
+    return eeg.build_sensor_dataset(NAME, "meg", data, functools.partial(meg_roi_channels, sides=sides),
+                                    list(rois), images=images, source=str(source_dir))

@@ -8,7 +8,7 @@ Files expected in `source_dir`, M = F or N:
   monkeyM/THINGS_normMUA.mat    MATLAB v7.3 (HDF5), as read by h5py:
       train_MUA (22248, 1024)   normalised, time-averaged MUA per train image (each shown once)
       test_MUA_reps (30, 100, 1024)  every repeat of the 100 test images
-      reliab (435, 1024)        pairwise correlations between test repeats per channel (NaN allowed)
+      reliab (435, 1024)        pairwise correlations between test repeats per channel
   monkeyM/_logs/things_imgs.mat MATLAB v7.3: structs train_imgs / test_imgs with field `things_path`
       (cell array of strings such as "aardvark/aardvark_01b.jpg"), in the order of the MUA rows.
 Images (optional): the THINGS object-image folder given as `images_dir` (default `source_dir/object_images` when
@@ -16,9 +16,12 @@ it exists); without it the dataset has no stimulus set and a warning says so.
 
 Channels (0-based, after the release's physical-order remapping): monkey N: V1 0-511, V4 512-767, IT 768-1023;
 monkey F: V1 0-511, IT 512-831, V4 832-1023 (from the release's norm_MUA.m ROI assignment).
-Preparation: channels with mean reliability (nanmean of `reliab` over pairs) >= `reliability_threshold` (0.1);
-train = train_MUA; test = mean over the 30 repeats; noise ceiling from the 30 repeats by
-`jaxbrain.metrics.noise_ceiling` with n = 30; stimulus ids = image file stems.
+Preparation (as the paper's reference code): channels whose mean reliability (mean of `reliab` over the repeat
+pairs; a NaN pair makes it NaN, so the channel is dropped) is >= `reliability_threshold` (0.1; the paper's "more
+than 10 %"); train = train_MUA; test = mean over the 30 repeats; noise ceiling from the 30 repeats by
+`jaxbrain.metrics.noise_ceiling` with n = 30; stimulus ids = image file stems; subjects monkeyN, monkeyF.
+This release filter is the only one: the dataset's `target_filter` is "released", so scoring adds no NC >= 10 %
+filter on top.
 """
 
 from __future__ import annotations
@@ -106,8 +109,7 @@ def _monkey(folder: pathlib.Path, monkey: str, reliability_threshold: float):
     for name, a in (("train_MUA", train), ("test_MUA_reps", reps)):
         if not np.isfinite(a).all():
             raise TVSDFormatError(f"{path}: {name} has {int((~np.isfinite(a)).sum())} NaN/inf values")
-    with np.errstate(invalid="ignore"):
-        reliability = np.nanmean(reliab, axis=0)
+    reliability = reliab.mean(axis=0)
     keep = np.nan_to_num(reliability, nan=-np.inf) >= reliability_threshold
     trials = np.transpose(reps, (2, 1, 0))                       # (channels, images, repeats)
     out = {}
@@ -121,7 +123,7 @@ def _monkey(folder: pathlib.Path, monkey: str, reliability_threshold: float):
     return paths, out
 
 
-def load_tvsd(source_dir, monkeys: Sequence[str] = ("F", "N"), reliability_threshold: float = 0.1,
+def load_tvsd(source_dir, monkeys: Sequence[str] = ("N", "F"), reliability_threshold: float = 0.1,
               images_dir: str = "") -> NeuralDataset:
     """Reads the TVSD normalised-MUA release into a NeuralDataset (see the module docstring)."""
     folder = pathlib.Path(source_dir)
@@ -151,6 +153,6 @@ def load_tvsd(source_dir, monkeys: Sequence[str] = ("F", "N"), reliability_thres
     stimuli = things_stimuli(images_dir, [all_paths[s] for s in stems], stems, f"TVSD {source_dir}")
     ds = NeuralDataset(name="tvsd", modality="ephys", subjects=subjects, rois=["V1", "V4", "IT"],
                        splits=["train", "test"], stimulus_ids=ids, responses=responses, noise_ceilings=ceilings,
-                       stimuli=stimuli)
+                       stimuli=stimuli, target_filter="released")
     ds.validate(str(folder))
     return ds
