@@ -61,7 +61,7 @@ def train_one(config, images, model_name: str, samples_per_class: int, seed: int
     val = images.source(config.data.eval_split)
     model, metrics = supervised.train_classifier(spec, train, val, config, workdir / "runs" / label, seed=seed,
                                                  mesh=mesh, settings=settings)
-    row = export.inventory_row(label, spec, model, samples=len(train))
+    row = export.inventory_row(label, spec, model, samples=len(train), dataset=pathlib.Path(images.path).name)
     metadata = dict(row, registry_name=model_name, num_classes=train.num_classes, samples_per_class=samples_per_class,
                     seed=seed, validation=metrics, settings=settings)
     export.export(model, stem, metadata)

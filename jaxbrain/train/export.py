@@ -24,11 +24,13 @@ from jaxbrain import results
 from jaxbrain.models import convert, registry
 
 
-def inventory_row(label: str, spec: registry.ModelSpec, model: nnx.Module, samples: float) -> dict:
-    """One model-inventory row (model, family, params, flops, samples, compute) for ``model``."""
+def inventory_row(label: str, spec: registry.ModelSpec, model: nnx.Module, samples: float, dataset: str,
+                  objective: str = "SUP") -> dict:
+    """One model-inventory row (:data:`jaxbrain.inventory.COLUMNS`) for a model trained here."""
     flops = registry.forward_flops(spec, model)
-    return dict(model=label, family=spec.family, params=float(registry.param_count(model)), flops=float(flops),
-                samples=float(samples), compute=float(samples) * float(flops))
+    return dict(model=label, source="controlled", family=spec.family, architecture=spec.name,
+                params=float(registry.param_count(model)), flops=float(flops), samples=float(samples),
+                dataset=dataset, objective=objective, compute=float(samples) * float(flops))
 
 
 def export(model: nnx.Module, stem, metadata: Mapping[str, Any]) -> tuple[pathlib.Path, pathlib.Path]:

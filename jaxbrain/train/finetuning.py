@@ -62,7 +62,7 @@ def kept_targets(dataset, pairs, min_ceiling: float) -> dict[str, np.ndarray]:
     """Reliable targets of every pair (the scoring threshold on the noise ceiling)."""
     kept = {}
     for subject, roi in pairs:
-        mask = scoring.kept_targets(dataset.ceiling(subject, roi), dataset.modality, min_ceiling)
+        mask = dataset.scored_targets(subject, roi, min_ceiling)
         if not mask.any():
             raise ValueError(f"{dataset.name}: subject {subject}, ROI {roi}: no target passes the ceiling threshold")
         kept[readouts.pair_key(subject, roi)] = mask
