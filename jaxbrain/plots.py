@@ -1,4 +1,5 @@
-"""Figures and tables: scaling curves with bootstrap bands, layer profiles over depth, readout comparison tables.
+"""Figures and tables: scaling curves with bootstrap bands, layer profiles over depth, readout comparison tables,
+training curves.
 
 Matplotlib runs on the Agg backend (files only, no display). Every function writes its file(s) and returns
 the path(s).
@@ -6,6 +7,7 @@ the path(s).
 
 from __future__ import annotations
 
+import math
 import pathlib
 from typing import Mapping
 
@@ -232,3 +234,23 @@ def markdown_table(frame: pd.DataFrame, bold_max: list[str] | None = None, digit
     lines = ["| " + " | ".join(map(str, frame.columns)) + " |", "|" + "---|" * len(frame.columns)]
     lines += ["| " + " | ".join(cells[c][i] for c in frame.columns) + " |" for i in range(len(frame))]
     return "\n".join(lines) + "\n"
+
+
+def training_curves(frame: pd.DataFrame, path, *, x: str = "step", skip: tuple[str, ...] = ("epoch",)) -> pathlib.Path:
+    """One panel per metric column of ``frame`` against ``x`` (log y where every value is positive)."""
+    columns = [c for c in frame.columns if c != x and c not in skip and frame[c].notna().any()]
+    n_cols = min(3, max(1, len(columns)))
+    n_rows = max(1, math.ceil(len(columns) / n_cols))
+    fig, axes = plt.subplots(n_rows, n_cols, figsize=(4.2 * n_cols, 3.0 * n_rows), squeeze=False)
+    for ax, column in zip(axes.flat, columns):
+        values = frame[column].astype(float)
+        ax.plot(frame[x], values, lw=1.2, marker="o" if len(frame) < 30 else None, ms=3)
+        if (values.dropna() > 0).all() and values.max() / max(values.min(), 1e-30) > 50:
+            ax.set_yscale("log")
+        ax.set_title(column, fontsize=9)
+        ax.set_xlabel(x, fontsize=8)
+        ax.grid(alpha=0.3)
+    for ax in list(axes.flat)[len(columns):]:
+        ax.set_visible(False)
+    fig.tight_layout()
+    return _save(fig, path)
