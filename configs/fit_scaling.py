@@ -8,7 +8,8 @@ columns model, family, params, flops, samples, compute; empty = the model regist
 (auto: the paper's text, the reduced law when it fits no worse; shifted or reduced fix it, as the reference configs
 do), `exclude_objectives` (SSL+adversarial, left out of the fits as in the paper), `holdout_sources` (timm: held out
 as external validation; their residuals go to holdout.csv). Without `inventory`, models are described by the
-inventory columns of results.csv (the score experiment writes them) and then by the registry.
+inventory columns of results.csv (the score experiment writes them) and then by the registry. `stage` / `metric`
+pick the results rows fitted (test / r_nc; a fine-tuning sweep: finetune / refit_r_nc).
 """
 
 import ml_collections
@@ -19,7 +20,7 @@ from configs.common import parse_arg
 def get_config(arg: str | None = None):
     args = parse_arg(arg, source="", inventory="", axes=("compute", "samples", "params"), n_bootstrap=1000,
                      seed=42, delta=1e-3, min_models=4, form="auto", exclude_objectives=("SSL", "adversarial"),
-                     holdout_sources=("timm",))
+                     holdout_sources=("timm",), stage="test", metric="r_nc")
     config = ml_collections.ConfigDict()
     config.experiment = "fit_scaling"
     config.source = args.source
@@ -32,5 +33,7 @@ def get_config(arg: str | None = None):
     config.form = args.form
     config.exclude_objectives = args.exclude_objectives
     config.holdout_sources = args.holdout_sources
+    config.stage = args.stage
+    config.metric = args.metric
     config.grid = ml_collections.ConfigDict()   # empty: the paper's start grid (scaling.DEFAULT_GRID)
     return config

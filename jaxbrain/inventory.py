@@ -116,7 +116,7 @@ def _complete(frame: pd.DataFrame, where: str) -> pd.DataFrame:
     duplicated = frame["model"][frame["model"].duplicated()].unique()
     if len(duplicated):
         raise ValueError(f"inventory {where}: models listed twice: {', '.join(duplicated)}")
-    return frame[list(COLUMNS)]
+    return frame[list(COLUMNS) + [c for c in frame.columns if c not in COLUMNS]]
 
 
 def read_inventory(path: str | os.PathLike) -> pd.DataFrame:
@@ -162,11 +162,12 @@ def inventory_for(models: Iterable[str], path: str | os.PathLike | None = None,
 
 def missing(inventory: pd.DataFrame, axes: Iterable[str]) -> str | None:
     """A one-line account of what the scaling axes need and the inventory lacks, or None when nothing is."""
-    needs = {"compute": ("samples", "flops"), "samples": ("samples",), "params": ("params",)}
+    needs = {"compute": ("samples", "flops"), "samples": ("samples",), "params": ("params",),
+             "neural_fraction": ("neural_fraction",)}
     lacking = {}
     for axis in axes:
         for column in needs.get(axis, ()):
-            values = pd.to_numeric(inventory[column], errors="coerce")
+            values = pd.to_numeric(inventory.get(column, pd.Series(np.nan, index=inventory.index)), errors="coerce")
             bad = inventory["model"][~(np.isfinite(values) & (values > 0))].tolist()
             if bad:
                 lacking.setdefault(column, bad)

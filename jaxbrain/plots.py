@@ -26,6 +26,7 @@ AXIS_LABELS = {
     "samples": "Pretraining samples D",
     "params": "Parameters",
     "fitting_samples": "Fitting samples",
+    "neural_fraction": "Neural data used for fine-tuning (%)",
 }
 
 

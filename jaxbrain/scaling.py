@@ -34,6 +34,7 @@ AXES: dict[str, tuple[float, bool]] = {
     "samples": (1e2, True),           # pretraining samples D
     "params": (1e2, False),           # parameter count
     "fitting_samples": (1e1, False),  # stimuli used to fit the mapping (the mapping law)
+    "neural_fraction": (1.0, False),  # percent of the neural train split used for fine-tuning (Fig. 5)
 }
 
 DEFAULT_GRID: dict[str, tuple[float, ...]] = {
@@ -594,13 +595,16 @@ HELD_OUT_SOURCES = ("timm",)                  # the paper's external validation 
 
 
 def fit_all(table: pd.DataFrame, inventory: pd.DataFrame, *, axes=("compute",), min_models: int = 4,
-            exclude_objectives=EXCLUDED_OBJECTIVES, holdout_sources=HELD_OUT_SOURCES, **fit_kwargs) -> ScalingFits:
+            exclude_objectives=EXCLUDED_OBJECTIVES, holdout_sources=HELD_OUT_SOURCES, stage: str = "test",
+            metric: str = "r_nc", **fit_kwargs) -> ScalingFits:
     """Fits every axis for every benchmark and for the benchmark average, as the paper does (Section 3): models
     of `exclude_objectives` are left out, models of `holdout_sources` are held out for validation."""
     unknown = [axis for axis in axes if axis not in AXES]
     if unknown:
         raise ValueError(f"fit_scaling: unknown axis {unknown[0]!r}; known: {', '.join(AXES)}")
-    points = scaling_points(table, inventory)
+    points = scaling_points(table, inventory, stage=stage, metric=metric)
+    if "control" in points:  # fine-tuning sweeps: the permutation controls are not points of the law
+        points = points[points["control"].fillna("none").astype(str).isin(["none", ""])]
     source = points.get("source", pd.Series("", index=points.index)).fillna("").astype(str)
     objective = points.get("objective", pd.Series("", index=points.index)).fillna("").astype(str)
     held = source.isin(holdout_sources)

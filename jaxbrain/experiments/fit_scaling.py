@@ -37,6 +37,7 @@ def run(config, workdir: pathlib.Path) -> dict:
     fits = scaling.fit_all(table, inventory, axes=tuple(config.axes), min_models=int(config.min_models),
                            exclude_objectives=tuple(config.get("exclude_objectives", scaling.EXCLUDED_OBJECTIVES)),
                            holdout_sources=tuple(config.get("holdout_sources", scaling.HELD_OUT_SOURCES)),
+                           stage=config.get("stage", "test"), metric=config.get("metric", "r_nc"),
                            form=config.get("form", "auto"), n_bootstrap=int(config.n_bootstrap),
                            seed=int(config.seed), delta=float(config.delta), grid=_grid(config))
     holdout = fits.holdout_residuals()
