@@ -149,8 +149,8 @@ def launch(config, workdir: str | pathlib.Path):
     with _logging_into(workdir):
         try:
             summary = experiment.run(config, workdir)
-        except Exception:
-            logging.getLogger(__name__).exception("run failed")
+        except Exception:  # the traceback goes to log.txt only; the console gets the one-line error
+            logging.getLogger(__name__).info("run failed", exc_info=True)
             raise
     if sharding.is_writer():
         results.write_json(workdir / "config.json", config.to_dict())

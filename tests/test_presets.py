@@ -38,7 +38,7 @@ def test_scaling_presets_fix_their_form(tmp_path):
     results.write_csv(tmp_path / "inventory.csv", pd.DataFrame(dict(model=models, flops=flops, samples=samples,
                                                                       params=params, source="controlled")))
     for axis, form in (("compute", "shifted"), ("samples", "shifted"), ("params", "reduced")):
-        config = launch.load_config(str(ROOT / f"configs/paper/scaling_{axis}.py:source={tmp_path / 'run'},"
+        config = launch.load_config(str(ROOT / f"configs/paper/scaling.py:axis={axis},source={tmp_path / 'run'},"
                                            f"inventory={tmp_path / 'inventory.csv'},n_bootstrap=4"))
         config.grid = GRID
         summary = launch.launch(config, tmp_path / axis)
