@@ -45,7 +45,7 @@ def test_cowley_fine_tune_and_permutation_control(realdata, tmp_path):
     assert real.n_items == 144 and real.neural_fraction == 25.0
     train = pd.read_csv(next((tmp_path / "run" / "runs").glob("*seed0")) / "train_metrics.csv")
     per_epoch = train.neural_mse.groupby((train.step - 1) // 9).mean()
-    assert per_epoch.iloc[-1] < 0.8 * per_epoch.iloc[0]  # the neural loss falls
+    assert per_epoch.iloc[-1] < 0.9 * per_epoch.iloc[0]  # the neural loss falls
     assert real.after_neural_mse < real.before_neural_mse  # held out too
     assert permuted.after_refit_r - permuted.before_refit_r < MARGIN
     table = pd.read_csv(tmp_path / "run" / "results.csv")

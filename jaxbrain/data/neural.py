@@ -205,35 +205,7 @@ def validate(ds: NeuralDataset, source: str = "<memory>") -> None:
     _check_names(ds.subjects, "subjects", src)
     _check_names(ds.rois, "ROIs", src)
     _check_names(ds.splits, "splits", src)
-    extra = set(ds.stimulus_ids) - set(ds.splits)
-    if extra:
-        raise NeuralDataError(f"{src}: stimulus ids for undeclared splits {sorted(extra)}")
-    stim_known = set(ds.stimuli.ids) if ds.stimuli is not None else None
-    seen_ids: dict[str, dict[str, str]] = {s: {} for s in ds.subjects}
-    ids_of: dict[tuple[str, str], np.ndarray] = {}
-    for split in ds.splits:
-        if split not in ds.stimulus_ids:
-            raise NeuralDataError(f"{_where(src, split)}: missing stimulus ids")
-        per = ds.stimulus_ids[split]
-        if isinstance(per, Mapping):
-            unknown = set(per) - set(ds.subjects)
-            if unknown:
-                raise NeuralDataError(f"{_where(src, split)}: stimulus ids for unknown subjects {sorted(unknown)}")
-        for subject in ds.subjects:
-            where = _where(src, split, subject)
-            if isinstance(per, Mapping) and subject not in per:
-                raise NeuralDataError(f"{where}: missing stimulus ids")
-            ids = _check_ids(per[subject] if isinstance(per, Mapping) else per, where)
-            ids_of[(split, subject)] = ids
-            for i in ids.tolist():
-                other = seen_ids[subject].setdefault(i, split)
-                if other != split:
-                    raise NeuralDataError(f"{where}: stimulus id {i!r} is also in split {other!r}")
-            if stim_known is not None:
-                missing = [i for i in ids.tolist() if i not in stim_known]
-                if missing:
-                    raise NeuralDataError(f"{where}: {len(missing)} stimulus ids have no image in the stimulus "
-                                          f"set, e.g. {missing[:3]}")
+    ids_of = _checked_split_ids(ds, src)
     expected = {(sp, su, r) for sp in ds.splits for su in ds.subjects for r in ds.rois}
     extra = set(ds.responses) - expected
     if extra:
@@ -261,6 +233,38 @@ def validate(ds: NeuralDataset, source: str = "<memory>") -> None:
                     raise NeuralDataError(f"{where}: shape mismatch: targets {a.shape[1:]} vs noise ceilings "
                                           f"{nc.shape}")
     _check_target_info(ds, src)
+
+
+def _checked_split_ids(ds: NeuralDataset, src: str) -> dict[tuple[str, str], np.ndarray]:
+    """(split, subject) -> stimulus ids, checked: declared splits and subjects, no id in two splits of a subject,
+    every id in the stimulus set."""
+    extra = set(ds.stimulus_ids) - set(ds.splits)
+    if extra:
+        raise NeuralDataError(f"{src}: stimulus ids for undeclared splits {sorted(extra)}")
+    stim_known = set(ds.stimuli.ids) if ds.stimuli is not None else None
+    seen_ids: dict[str, dict[str, str]] = {s: {} for s in ds.subjects}
+    ids_of: dict[tuple[str, str], np.ndarray] = {}
+    for split in ds.splits:
+        if split not in ds.stimulus_ids:
+            raise NeuralDataError(f"{_where(src, split)}: missing stimulus ids")
+        per = ds.stimulus_ids[split]
+        if isinstance(per, Mapping) and set(per) - set(ds.subjects):
+            raise NeuralDataError(f"{_where(src, split)}: stimulus ids for unknown subjects "
+                                  f"{sorted(set(per) - set(ds.subjects))}")
+        for subject in ds.subjects:
+            where = _where(src, split, subject)
+            if isinstance(per, Mapping) and subject not in per:
+                raise NeuralDataError(f"{where}: missing stimulus ids")
+            ids = ids_of[(split, subject)] = _check_ids(per[subject] if isinstance(per, Mapping) else per, where)
+            for i in ids.tolist():
+                other = seen_ids[subject].setdefault(i, split)
+                if other != split:
+                    raise NeuralDataError(f"{where}: stimulus id {i!r} is also in split {other!r}")
+            missing = [] if stim_known is None else [i for i in ids.tolist() if i not in stim_known]
+            if missing:
+                raise NeuralDataError(f"{where}: {len(missing)} stimulus ids have no image in the stimulus set, "
+                                      f"e.g. {missing[:3]}")
+    return ids_of
 
 
 def _check_target_info(ds: NeuralDataset, src: str) -> None:
@@ -357,91 +361,86 @@ def from_trials(name: str, modality: str, trials: Mapping[tuple[str, str], np.nd
     missing = [(s, r) for s in subjects for r in rois if (s, r) not in trials]
     if missing:
         raise NeuralDataError(f"{source}: trials missing for (subject, ROI) {missing[:3]}")
-    per_subject = isinstance(stimulus_ids, Mapping)
-
-    def ids_for(subject):
-        if per_subject:
-            if subject not in stimulus_ids:
-                raise NeuralDataError(f"{_where(source, None, subject)}: no stimulus ids")
-            return [str(i) for i in stimulus_ids[subject]]
-        return [str(i) for i in stimulus_ids]
-
-    split_cache: dict[str, list[str]] = {}
-
-    def splits_for(subject, ids):
-        if callable(split_of) and not isinstance(split_of, Mapping):
-            return [str(split_of(i)) for i in ids]
-        if isinstance(split_of, Mapping):
-            absent = [i for i in ids if i not in split_of]
-            if absent:
-                raise NeuralDataError(f"{_where(source, None, subject)}: no split for stimulus ids {absent[:3]}")
-            return [str(split_of[i]) for i in ids]
-        if per_subject:
-            raise NeuralDataError(f"{source}: with per-subject stimulus ids, split_of must map id -> split")
-        if len(split_of) != len(ids):
-            raise NeuralDataError(f"{source}: {len(split_of)} split labels for {len(ids)} stimulus ids")
-        return [str(s) for s in split_of]
-
-    for subject in subjects:
-        ids = ids_for(subject)
-        _check_ids(ids, _where(source, None, subject))
-        split_cache[subject] = splits_for(subject, ids)
-    splits = _split_names([s for v in split_cache.values() for s in v])
+    ids, labels = _ids_and_splits(subjects, stimulus_ids, split_of, source)
+    splits = _split_names([str(s) for v in labels.values() for s in v])
     if ceiling_split is not None and ceiling_split not in splits:
         raise NeuralDataError(f"{source}: ceiling_split {ceiling_split!r} not among splits {splits}")
-
-    stim_ids: dict = {sp: {} for sp in splits}
-    for subject in subjects:
-        ids = np.asarray(ids_for(subject))
-        labels = np.asarray(split_cache[subject])
-        for sp in splits:
-            stim_ids[sp][subject] = ids[labels == sp]
-    if not per_subject:
+    stim_ids: dict = {sp: {subject: ids[subject][labels[subject] == sp] for subject in subjects} for sp in splits}
+    if not isinstance(stimulus_ids, Mapping):
         stim_ids = {sp: next(iter(v.values())) for sp, v in stim_ids.items()}
-
     responses, ceilings = {}, {}
     for (subject, roi), t in trials.items():
         where = _where(source, None, subject, roi)
-        t = np.asarray(t, dtype=np.float64)
-        n_ids = len(split_cache[subject])
-        if t.ndim < 3 or t.shape[-2] != n_ids:
-            raise NeuralDataError(f"{where}: trials shape {t.shape}, expected (*targets, {n_ids} stimuli, repeats)")
-        if np.isinf(t).any():
-            raise NeuralDataError(f"{where}: {int(np.isinf(t).sum())} infinite trial values")
-        counts = np.isfinite(t).sum(-1)            # (*targets, stimuli)
-        empty = np.flatnonzero((counts == 0).reshape(-1, n_ids).any(0))
-        if empty.size:
-            bad = [ids_for(subject)[k] for k in empty[:3]]
-            raise NeuralDataError(f"{where}: {empty.size} stimuli have no valid repeat for some target, "
-                                  f"e.g. {bad}")
+        t = _checked_trials(t, ids[subject], where)
         with np.errstate(invalid="ignore"):
-            mean = np.nanmean(t, axis=-1)          # (*targets, stimuli)
-        mean = np.moveaxis(mean, -1, 0).astype(dtype)
-        labels = np.asarray(split_cache[subject])
+            mean = np.moveaxis(np.nanmean(t, axis=-1), -1, 0).astype(dtype)  # (stimuli, *targets)
         for sp in splits:
-            responses[(sp, subject, roi)] = mean[labels == sp]
+            responses[(sp, subject, roi)] = mean[labels[subject] == sp]
         if noise_ceilings is not None:
             if (subject, roi) not in noise_ceilings:
                 raise NeuralDataError(f"{where}: no precomputed noise ceiling")
             ceilings[(subject, roi)] = np.asarray(noise_ceilings[(subject, roi)], dtype=np.float64)
-            continue
-        use = np.ones(n_ids, bool) if ceiling_split is None else labels == ceiling_split
-        flat = t.reshape(-1, n_ids, t.shape[-1])[:, use]
-        few = np.flatnonzero((np.isfinite(flat).sum(-1) < 2).any(0))
-        if few.size:
-            used_ids = np.asarray(ids_for(subject))[use]
-            raise NeuralDataError(f"{where}: {few.size} stimuli have fewer than 2 repeats, so no noise ceiling "
-                                  f"can be estimated from them (e.g. {used_ids[few[:3]].tolist()}); pass "
-                                  f"ceiling_split= the split with repeats, or precomputed noise_ceilings")
-        from jaxbrain.metrics import noise_ceiling
-
-        nc = np.asarray(noise_ceiling(flat, n_averaged=n_averaged, zscore=ceiling_zscore), dtype=np.float64)
-        ceilings[(subject, roi)] = nc.reshape(t.shape[:-2])
-
+        else:
+            use = np.ones(len(ids[subject]), bool) if ceiling_split is None else labels[subject] == ceiling_split
+            ceilings[(subject, roi)] = _ceiling_of(t, use, ids[subject], n_averaged, ceiling_zscore, where)
     ds = NeuralDataset(name=name, modality=modality, subjects=subjects, rois=rois, splits=splits,
                        stimulus_ids=stim_ids, responses=responses, noise_ceilings=ceilings, stimuli=stimuli)
     ds.validate(source)
     return ds
+
+
+def _ids_and_splits(subjects, stimulus_ids, split_of, source) -> tuple[dict, dict]:
+    """Per subject its stimulus ids and the split of each (arrays of str), checked."""
+    per_subject = isinstance(stimulus_ids, Mapping)
+    ids, labels = {}, {}
+    for subject in subjects:
+        if per_subject and subject not in stimulus_ids:
+            raise NeuralDataError(f"{_where(source, None, subject)}: no stimulus ids")
+        own = [str(i) for i in (stimulus_ids[subject] if per_subject else stimulus_ids)]
+        _check_ids(own, _where(source, None, subject))
+        if callable(split_of) and not isinstance(split_of, Mapping):
+            split = [str(split_of(i)) for i in own]
+        elif isinstance(split_of, Mapping):
+            absent = [i for i in own if i not in split_of]
+            if absent:
+                raise NeuralDataError(f"{_where(source, None, subject)}: no split for stimulus ids {absent[:3]}")
+            split = [str(split_of[i]) for i in own]
+        elif per_subject:
+            raise NeuralDataError(f"{source}: with per-subject stimulus ids, split_of must map id -> split")
+        elif len(split_of) != len(own):
+            raise NeuralDataError(f"{source}: {len(split_of)} split labels for {len(own)} stimulus ids")
+        else:
+            split = [str(s) for s in split_of]
+        ids[subject], labels[subject] = np.asarray(own), np.asarray(split)
+    return ids, labels
+
+
+def _checked_trials(t, ids: np.ndarray, where: str) -> np.ndarray:
+    """Trials (*targets, stimuli, repeats) as float64; every stimulus needs a repeat, none may be infinite."""
+    t = np.asarray(t, dtype=np.float64)
+    if t.ndim < 3 or t.shape[-2] != len(ids):
+        raise NeuralDataError(f"{where}: trials shape {t.shape}, expected (*targets, {len(ids)} stimuli, repeats)")
+    if np.isinf(t).any():
+        raise NeuralDataError(f"{where}: {int(np.isinf(t).sum())} infinite trial values")
+    empty = np.flatnonzero((np.isfinite(t).sum(-1) == 0).reshape(-1, len(ids)).any(0))
+    if empty.size:
+        raise NeuralDataError(f"{where}: {empty.size} stimuli have no valid repeat for some target, "
+                              f"e.g. {ids[empty[:3]].tolist()}")
+    return t
+
+
+def _ceiling_of(t: np.ndarray, use: np.ndarray, ids: np.ndarray, n_averaged, zscore: str, where: str) -> np.ndarray:
+    """Noise ceiling per target from the trials of the stimuli `use` (each needs at least 2 repeats)."""
+    from jaxbrain.metrics import noise_ceiling
+
+    flat = t.reshape(-1, len(ids), t.shape[-1])[:, use]
+    few = np.flatnonzero((np.isfinite(flat).sum(-1) < 2).any(0))
+    if few.size:
+        raise NeuralDataError(f"{where}: {few.size} stimuli have fewer than 2 repeats, so no noise ceiling "
+                              f"can be estimated from them (e.g. {ids[use][few[:3]].tolist()}); pass "
+                              f"ceiling_split= the split with repeats, or precomputed noise_ceilings")
+    nc = np.asarray(noise_ceiling(flat, n_averaged=n_averaged, zscore=zscore), dtype=np.float64)
+    return nc.reshape(t.shape[:-2])
 
 
 # ---------------------------------------------------------------------------------------------------------------
