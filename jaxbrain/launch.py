@@ -65,7 +65,8 @@ def load_config(spec: str) -> ml_collections.ConfigDict:
     path = path.resolve()
     if not path.is_file():
         raise LaunchError(f"config file not found: {path}")
-    root = str(path.parent.parent)
+    package = next((folder for folder in path.parents if folder.name == "configs"), path.parent)
+    root = str(package.parent)  # configs/paper/x.py imports configs.common too
     if root not in sys.path:
         sys.path.insert(0, root)
     module_spec = importlib.util.spec_from_file_location(f"_jaxbrain_config_{path.stem}", path)

@@ -76,8 +76,8 @@ def process_rows(mesh: jax.sharding.Mesh, global_batch_size: int, axis: str = DA
 
 def global_batch(local: np.ndarray, mesh: jax.sharding.Mesh, axis: str = DATA_AXIS) -> jax.Array:
     """The global batch-sharded array assembled from this process's rows ``local`` (see :func:`process_rows`)."""
-    n_proc_rows = local.shape[0]
-    global_rows = n_proc_rows * jax.process_count()
+    processes = len({device.process_index for device in mesh.devices.flat})  # a local mesh spans one process
+    global_rows = local.shape[0] * processes
     return jax.make_array_from_process_local_data(
         batch_sharding(mesh, axis), local, (global_rows, *local.shape[1:]))
 

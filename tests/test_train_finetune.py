@@ -1,7 +1,9 @@
 """Hybrid fine-tuning of the pretrained CIFAR ResNet-20 on Cowley V4 with CIFAR-10 JPEGs as the task stream.
 
-The fine-tune lowers the neural loss; the stimulus-response permutation control does not raise the held-out
-alignment of refitted ridges by more than MARGIN (0.02 in Pearson r).
+The fine-tune lowers the training neural loss and raises the held-out alignment of refitted ridges more than the
+stimulus-response permutation control, which does not raise it by more than MARGIN (0.02 in Pearson r). The
+held-out MSE of the frozen readouts is not asserted: batch statistics move during training (both passes run in
+train mode, as the reference does), which shifts the features' offsets that the frozen readouts were fitted to.
 """
 
 import pathlib
@@ -46,7 +48,8 @@ def test_cowley_fine_tune_and_permutation_control(realdata, tmp_path):
     train = pd.read_csv(next((tmp_path / "run" / "runs").glob("*seed0")) / "train_metrics.csv")
     per_epoch = train.neural_mse.groupby((train.step - 1) // 9).mean()
     assert per_epoch.iloc[-1] < 0.9 * per_epoch.iloc[0]  # the neural loss falls
-    assert real.after_neural_mse < real.before_neural_mse  # held out too
+    # held out, ridges refitted on the fine-tuned features align better for the real pairs than for the control
+    assert real.after_refit_r - real.before_refit_r > permuted.after_refit_r - permuted.before_refit_r
     assert permuted.after_refit_r - permuted.before_refit_r < MARGIN
     table = pd.read_csv(tmp_path / "run" / "results.csv")
     assert {"baseline", "before", "finetune", "change"} <= set(table.stage)

@@ -57,6 +57,8 @@ def extract(model: Any, spec: Any, stimuli: Any, ids: Sequence[str], layers: Seq
             images = sharding.global_batch(np.asarray(batch["image"], np.float32), mesh)
             sink.add(forward(images), lo, min(lo + batch_rows, len(ids)))
         results.update(sink.finish())
+        if out_dir is not None:
+            sharding.barrier("features written")  # other processes may read the writer's files from here on
     return {layer: results[layer] for layer in layers}
 
 

@@ -104,9 +104,11 @@ class GramAccumulator:
         fresh = start == 0
         self.n, self.dim, self.stem, self.writer, self.mesh = n, dim, stem, writer, mesh
         path = None if stem is None else pathlib.Path(f"{stem}.partial.npy")
-        self.kernel_rows = Rows((n, n), np.float32, path, fresh)
-        self.sums = Rows((n,), np.float64, None if stem is None else pathlib.Path(f"{stem}.rowsums.npy"), fresh)
-        self.features = None if stem is None else Rows((n, dim), dtype, pathlib.Path(f"{stem}.features.npy"), fresh)
+        self.kernel_rows = Rows((n, n), np.float32, path, fresh, writer)
+        self.sums = Rows((n,), np.float64, None if stem is None else pathlib.Path(f"{stem}.rowsums.npy"), fresh,
+                         writer)
+        self.features = None if stem is None else Rows((n, dim), dtype, pathlib.Path(f"{stem}.features.npy"),
+                                                       fresh, writer)
         n_dev = sharding.data_size(mesh)
         self.batch_rows, self.local_batch = batch_rows, batch_rows // n_dev
         self.rows = sharding.process_rows(mesh, batch_rows)
@@ -152,11 +154,10 @@ class GramAccumulator:
         k_rows[:, slot_index[filled]] = block[:, filled]
         row_sums = sharding.to_host(sums)[:count]
         features = None if self.features is None else sharding.to_host(x)[:count]
-        if self.writer or self.stem is None:
-            self.kernel_rows.write(lo, k_rows)
-            self.sums.write(lo, row_sums)
-            if features is not None:
-                self.features.write(lo, features)
+        self.kernel_rows.write(lo, k_rows)
+        self.sums.write(lo, row_sums)
+        if features is not None:
+            self.features.write(lo, features)
 
     def flush(self) -> None:
         for rows in (self.kernel_rows, self.sums, self.features):

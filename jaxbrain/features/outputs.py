@@ -26,7 +26,7 @@ class FeatureOutput:
     def __init__(self, shape: tuple[int, ...], dtype, *, start: int = 0, stem: pathlib.Path | None = None,
                  writer: bool = True):
         self.path = None if stem is None else pathlib.Path(f"{stem}.npy")
-        self.rows, self.writer = Rows(shape, dtype, self.path, start == 0), writer
+        self.rows, self.writer = Rows(shape, dtype, self.path, start == 0, writer), writer
 
     def add(self, x: jax.Array, lo: int, hi: int):
         return lo, hi, x
@@ -34,15 +34,14 @@ class FeatureOutput:
     def write(self, queued) -> None:
         lo, hi, x = queued
         block = sharding.to_host(x)[:hi - lo]
-        if self.writer or self.path is None:
-            self.rows.write(lo, block)
+        self.rows.write(lo, block)
 
     def flush(self) -> None:
         self.rows.flush()
 
     def finish(self, progress: Progress, stem_name: str) -> np.ndarray:
         """The features: the in-memory array, or the finished file opened memory-mapped."""
-        if self.path is None:
+        if self.path is None or not self.writer:
             return self.rows.array
         self.rows.close()
         progress.finish(stem_name)

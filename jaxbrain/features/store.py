@@ -113,13 +113,17 @@ def save_npy(path: str | os.PathLike, array: np.ndarray) -> pathlib.Path:
 # Rows filled batch by batch
 # ---------------------------------------------------------------------------------------------------------
 class Rows:
-    """An (N, ...) array filled by contiguous row slabs: in memory, or a .npy file written positionally."""
+    """An (N, ...) array filled by contiguous row slabs: in memory, or a .npy file written positionally.
 
-    def __init__(self, shape: tuple[int, ...], dtype, path: pathlib.Path | None, fresh: bool):
+    A process that is not the writer keeps its rows in memory, starting from what the writer's file holds."""
+
+    def __init__(self, shape: tuple[int, ...], dtype, path: pathlib.Path | None, fresh: bool, writer: bool = True):
         self.shape, self.dtype, self.path = tuple(shape), np.dtype(dtype), path
         self.row_bytes = self.dtype.itemsize * math.prod(shape[1:])
-        if path is None:
+        if path is None or not writer:
             self.array = np.zeros(shape, self.dtype)
+            if path is not None and not fresh:
+                self.array[:] = np.load(path, mmap_mode="r")
             return
         self.array = None
         if not fresh and not path.exists():

@@ -39,6 +39,7 @@ import numpy as np
 
 from jaxbrain import results
 from jaxbrain.train import augment
+from jaxbrain.features import store
 
 log = logging.getLogger(__name__)
 
@@ -134,6 +135,28 @@ def scan_image_folder(root: str | os.PathLike) -> dict[str, list[ImageFile]]:
     if "train" not in split_dirs:
         raise ImageFolderError(f"{root} has split folders {sorted(split_dirs)} but no train/")
     return {split: _scan_classes(path) for split, path in split_dirs.items()}
+
+
+def copy_subset(source: str | os.PathLike, dest: str | os.PathLike, per_class: int) -> pathlib.Path:
+    """The first ``per_class`` images (by name) of every class of ``source`` copied to ``dest/<class>/``.
+
+    A labelled folder small enough for a quick pretraining or fine-tuning run; files already in ``dest`` stay.
+    """
+    if per_class < 1:
+        raise ValueError(f"per_class must be >= 1, got {per_class}")
+    dest = pathlib.Path(dest).expanduser()
+    pools = scan_image_folder(source)
+    files = pools.get("train", pools.get(""))
+    for class_name in sorted({f.class_name for f in files}):
+        chosen = sorted((f for f in files if f.class_name == class_name), key=lambda f: f.name)[:per_class]
+        for file, data in _read_all(chosen):
+            if isinstance(data, OSError):
+                raise ImageFolderError(f"cannot read {file.path}{'!' + file.member if file.member else ''}: {data}")
+            target = dest / class_name / pathlib.PurePosixPath(file.member or file.name).name
+            if not target.is_file():
+                target.parent.mkdir(parents=True, exist_ok=True)
+                store.atomic_write(target, lambda f, data=data: f.write(data))
+    return dest
 
 
 def _by_class(files: Sequence[ImageFile], class_names: Sequence[str]) -> list[list[ImageFile]]:
