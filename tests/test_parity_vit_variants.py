@@ -1,0 +1,158 @@
+"""Parity of the ViT variants with timm and torchvision: distilled DeiT, torchvision's ViT layout, DINOv2 with and
+without registers, DINOv3 (rotary positions, timm's Eva class), CLIP image tower (pre-norm, quick-GELU), flex ViT.
+
+Reference models are tiny (width 64, 2 heads, depth 2, 56-64 px; the layout and token logic are those of the
+registered full-size models) with norms, layer scales, biases, heads and class/register/position tokens moved
+away from their initial values. Weights go torch -> safetensors -> jaxbrain's loader (no torch on that path).
+Inputs are real ImageNet photos from ../shared/realdata (random images when that folder is absent).
+Errors are max|ours - reference| / max|reference| in float32. Needs the ``parity`` extra (torch, timm,
+torchvision).
+"""
+
+import pathlib
+
+import numpy as np
+import pytest
+from flax import nnx
+
+torch = pytest.importorskip("torch", reason="parity tests need torch: pip install 'jaxbrain[parity]'")
+timm = pytest.importorskip("timm", reason="parity tests need timm: pip install 'jaxbrain[parity]'")
+safetensors_torch = pytest.importorskip("safetensors.torch")
+
+import jax.numpy as jnp  # noqa: E402
+
+from jaxbrain.models import pos_embed, registry, vit, vit_layouts  # noqa: E402
+
+TOLERANCE = 1e-4
+TINY = {"width": 64, "num_heads": 2, "depth": 2, "mlp_dim": 256}
+PHOTOS = pathlib.Path(__file__).resolve().parents[1] / ".." / "shared" / "realdata" / "imagenet_samples_100"
+
+# registry name -> (timm model name or "torchvision", patch size, image size, classes)
+CASES = {
+    "deit_s16_distilled": ("deit_small_distilled_patch16_224", 16, 64, 10),
+    "tv_vit_b16": ("torchvision", 16, 64, 10),
+    "dinov2_s14": ("vit_small_patch14_dinov2", 14, 56, 0),
+    "dinov2_s14_reg4": ("vit_small_patch14_reg4_dinov2", 14, 56, 0),
+    "dinov3_s16": ("vit_small_patch16_dinov3", 16, 64, 0),
+    "clip_b32": ("vit_base_patch32_clip_quickgelu_224", 32, 64, 10),
+    "vit_flex:d384:L6:h6:p16": ("vit_small_patch16_224", 16, 64, 10),
+}
+
+
+def _photos(size: int, n: int = 3) -> np.ndarray:
+    """``n`` real photos, shorter side resized and centre-cropped to ``size``, ImageNet-normalised, NHWC."""
+    files = sorted(PHOTOS.glob("*.JPEG"))[:: 33][:n] if PHOTOS.is_dir() else []
+    if len(files) < n:
+        return np.random.default_rng(0).standard_normal((n, size, size, 3)).astype(np.float32)
+    from PIL import Image
+
+    images = []
+    for f in files:
+        img = Image.open(f).convert("RGB")
+        scale = size / min(img.size)
+        img = img.resize((max(size, round(img.width * scale)), max(size, round(img.height * scale))),
+                         Image.BICUBIC)
+        left, top = (img.width - size) // 2, (img.height - size) // 2
+        images.append(np.asarray(img.crop((left, top, left + size, top + size)), np.float32) / 255.0)
+    return ((np.stack(images) - registry.IMAGENET_MEAN) / registry.IMAGENET_STD).astype(np.float32)
+
+
+def _perturb(model: "torch.nn.Module", seed: int = 0) -> None:
+    """Move norms, biases, layer scales, heads and class/register/position tokens away from their init."""
+    gen = torch.Generator().manual_seed(seed)
+    with torch.no_grad():
+        for name, tensor in model.state_dict().items():
+            leaf = name.rsplit(".", 1)[-1]
+            if leaf in ("gamma", "gamma_1", "gamma_2") or (tensor.ndim == 1 and leaf in ("weight", "in_proj_weight")):
+                tensor.copy_(0.5 + torch.rand(tensor.shape, generator=gen))
+            elif leaf.endswith("bias"):
+                tensor.copy_(0.1 * torch.randn(tensor.shape, generator=gen))
+            elif leaf.endswith(("token", "pos_embed", "pos_embedding")):
+                tensor.copy_(0.5 * torch.randn(tensor.shape, generator=gen))
+            elif name.startswith(("head", "heads")) and tensor.ndim == 2:
+                tensor.copy_(0.05 * torch.randn(tensor.shape, generator=gen))
+
+
+def _reference(name: str):
+    source, patch, size, classes = CASES[name]
+    if source == "torchvision":
+        import torchvision
+
+        return torchvision.models.VisionTransformer(
+            image_size=size, patch_size=patch, num_layers=TINY["depth"], num_heads=TINY["num_heads"],
+            hidden_dim=TINY["width"], mlp_dim=TINY["mlp_dim"], num_classes=classes)
+    kwargs = {"embed_dim": TINY["width"], "depth": TINY["depth"], "num_heads": TINY["num_heads"],
+              "img_size": size, "num_classes": classes}
+    return timm.create_model(source, pretrained=False, **kwargs)
+
+
+def _ours(name: str) -> vit.VisionTransformer:
+    _, patch, size, classes = CASES[name]
+    overrides = dict(vit.MODELS[name][3]) if name in vit.MODELS else {}
+    overrides.pop("num_classes", None)
+    config = vit.ViTConfig(**{**TINY, **overrides, "patch_size": patch, "img_size": size, "num_classes": classes})
+    return vit.VisionTransformer(config, rngs=nnx.Rngs(0))
+
+
+def _module_paths(name: str, out_keys) -> dict[str, str]:
+    """Our ``out`` key -> the reference module whose forward output is the same tensor."""
+    if CASES[name][0] == "torchvision":
+        subs = {"": "", ".norm1": ".ln_1", ".norm2": ".ln_2", ".mlp": ".mlp"}
+        paths = {f"blocks.{i}{s}": f"encoder.layers.encoder_layer_{i}{t}" for i in range(TINY["depth"])
+                 for s, t in subs.items()}
+        return {**paths, "norm": "encoder.ln"}
+    eva = vit.MODELS.get(name, (None,) * 5)[4] == "timm_eva"
+    paths = {}
+    for key in out_keys:
+        if eva and key.endswith((".ls1", ".ls2")):
+            continue  # Eva multiplies by gamma_1/gamma_2 inline, no module to hook
+        paths[key] = "pos_drop" if key == "pos_embed" else key
+    return paths
+
+
+def _run_reference(model, paths, images):
+    captured, modules = {}, dict(model.named_modules())
+    for key, path in paths.items():
+        if path in modules and path not in ("",):
+            def hook(_m, _i, output, key=key):
+                output = output[0] if isinstance(output, tuple) else output
+                captured[key] = output.detach().numpy().copy()
+            modules[path].register_forward_hook(hook)
+    x = torch.from_numpy(images.transpose(0, 3, 1, 2))
+    with torch.no_grad():
+        logits = model(x).numpy()
+        if hasattr(model, "forward_head"):
+            captured["pre_logits"] = model.forward_head(model.forward_features(x), pre_logits=True).numpy()
+    return logits, captured
+
+
+def _relative_error(ours, theirs) -> float:
+    ours = np.asarray(ours)
+    assert ours.shape == theirs.shape, (ours.shape, theirs.shape)
+    return float(np.max(np.abs(ours - theirs)) / np.max(np.abs(theirs)))
+
+
+@pytest.mark.parametrize("name", list(CASES))
+def test_variant_matches_reference(name, tmp_path):
+    theirs = _reference(name).eval()
+    _perturb(theirs)
+    checkpoint = tmp_path / "weights.safetensors"
+    safetensors_torch.save_file({k: v.contiguous() for k, v in theirs.state_dict().items()}, str(checkpoint))
+    ours = _ours(name)
+    spec = registry.get(name)
+    spec.load_weights(ours, checkpoint)
+
+    images = _photos(CASES[name][2])
+    logits, out = nnx.jit(lambda m, x: m(x))(ours, jnp.asarray(images))
+    _, out_keys = nnx.eval_shape(lambda m: m(jnp.asarray(images)), ours)
+    paths = _module_paths(name, out_keys)
+    ref_logits, captured = _run_reference(theirs, paths, images)
+
+    errors = {"logits": _relative_error(logits, ref_logits)}
+    errors.update({key: _relative_error(out[key], value) for key, value in captured.items()})
+    worst = max(errors, key=errors.get)
+    print(f"{name}: {len(errors)} tensors, worst {worst} {errors[worst]:.2e}, logits {errors['logits']:.2e}")
+    expected_layers = {f"blocks.{i}" for i in range(TINY["depth"])}
+    assert expected_layers <= set(errors), sorted(expected_layers - set(errors))
+    bad = {k: v for k, v in errors.items() if v > TOLERANCE}
+    assert not bad, f"relative errors above {TOLERANCE}: {bad}"
