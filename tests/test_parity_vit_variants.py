@@ -128,20 +128,27 @@ def _run_reference(model, paths, images):
 
 def _relative_error(ours, theirs) -> float:
     ours = np.asarray(ours)
+    if ours.shape != theirs.shape and ours.size == theirs.size:  # Eva's patch_embed keeps the (H, W) grid
+        ours = ours.reshape(theirs.shape)
     assert ours.shape == theirs.shape, (ours.shape, theirs.shape)
     return float(np.max(np.abs(ours - theirs)) / np.max(np.abs(theirs)))
+
+
+def _save(model, path):
+    safetensors_torch.save_file({k: v.contiguous() for k, v in model.state_dict().items()}, str(path))
 
 
 @pytest.mark.parametrize("name", list(CASES))
 def test_variant_matches_reference(name, tmp_path):
     theirs = _reference(name).eval()
     _perturb(theirs)
-    checkpoint = tmp_path / "weights.safetensors"
-    safetensors_torch.save_file({k: v.contiguous() for k, v in theirs.state_dict().items()}, str(checkpoint))
+    _save(theirs, tmp_path / "weights.safetensors")
     ours = _ours(name)
-    spec = registry.get(name)
-    spec.load_weights(ours, checkpoint)
+    registry.get(name).load_weights(ours, tmp_path / "weights.safetensors")
+    _assert_parity(name, ours, theirs)
 
+
+def _assert_parity(name, ours, theirs):
     images = _photos(CASES[name][2])
     logits, out = nnx.jit(lambda m, x: m(x))(ours, jnp.asarray(images))
     _, out_keys = nnx.eval_shape(lambda m: m(jnp.asarray(images)), ours)
@@ -156,3 +163,42 @@ def test_variant_matches_reference(name, tmp_path):
     assert expected_layers <= set(errors), sorted(expected_layers - set(errors))
     bad = {k: v for k, v in errors.items() if v > TOLERANCE}
     assert not bad, f"relative errors above {TOLERANCE}: {bad}"
+
+
+@pytest.mark.parametrize("name", ["dinov2_s14", "dinov2_s14_reg4"])
+def test_checkpoint_on_another_grid_is_resampled_as_timm_does(name, tmp_path):
+    """A DINOv2 checkpoint trained on a 5x5 patch grid, used at 4x4: timm resamples its table on the fly
+    (dynamic_img_size), jaxbrain once at load time; both must agree."""
+    source, patch, size, _ = CASES[name]
+    theirs = timm.create_model(source, pretrained=False, embed_dim=TINY["width"], depth=TINY["depth"],
+                               num_heads=TINY["num_heads"], img_size=patch * 5, num_classes=0,
+                               dynamic_img_size=True).eval()
+    _perturb(theirs, seed=1)
+    _save(theirs, tmp_path / "weights.safetensors")
+    ours = _ours(name)
+    assert ours.pos_embed.shape[1] < theirs.pos_embed.shape[1]
+    registry.get(name).load_weights(ours, tmp_path / "weights.safetensors")
+    _assert_parity(name, ours, theirs)
+
+
+@pytest.mark.parametrize("old, new, prefix", [((14, 14), (16, 16), 1), ((16, 16), (12, 12), 1),
+                                              ((37, 37), (16, 16), 0), ((7, 7), (9, 5), 5)])
+def test_position_table_resampling_matches_timm(old, new, prefix):
+    from timm.layers import resample_abs_pos_embed
+
+    table = np.random.default_rng(0).standard_normal((1, prefix + old[0] * old[1], 32)).astype(np.float32)
+    expected = resample_abs_pos_embed(torch.from_numpy(table), list(new), list(old), num_prefix_tokens=prefix)
+    ours = pos_embed.resample_abs_pos_embed(table, new, old, num_prefix_tokens=prefix)
+    assert _relative_error(ours, expected.numpy()) <= 1e-5
+    np.testing.assert_array_equal(ours[:, :prefix], table[:, :prefix])
+
+
+def test_torchvision_export_loads_strictly_into_torchvision():
+    """The torchvision key map is a bijection onto torchvision's state dict."""
+    import torchvision
+
+    theirs = _reference("tv_vit_b16")
+    ours = _ours("tv_vit_b16")
+    state = {k: torch.from_numpy(np.array(v)) for k, v in vit_layouts.export(ours, "torchvision").items()}
+    theirs.load_state_dict(state, strict=True)
+    assert isinstance(theirs, torchvision.models.VisionTransformer)
