@@ -202,3 +202,32 @@ def test_torchvision_export_loads_strictly_into_torchvision():
     state = {k: torch.from_numpy(np.array(v)) for k, v in vit_layouts.export(ours, "torchvision").items()}
     theirs.load_state_dict(state, strict=True)
     assert isinstance(theirs, torchvision.models.VisionTransformer)
+
+
+# registry name -> timm model built at the registry's image size
+FULL_SIZE = {"dinov2_s14": "vit_small_patch14_dinov2", "dinov2_s14_reg4": "vit_small_patch14_reg4_dinov2",
+             "dinov3_s16": "vit_small_patch16_dinov3"}
+
+
+@pytest.mark.parametrize("name", [pytest.param(n, marks=pytest.mark.slow) if n == "dinov2_s14_reg4" else n
+                                  for n in sorted(FULL_SIZE)])
+def test_full_size_params_and_flops_match_timm(name):
+    """Self-supervised towers have no published 224/256 px figures that count attention alike, so the
+    reference is timm itself: parameters exactly, FLOPs from torch's FlopCounterMode (matmuls and attention;
+    XLA also counts elementwise work, hence up to 4 % above)."""
+    from torch.utils.flop_counter import FlopCounterMode
+
+    spec = registry.get(name)
+    size = spec.preprocessing.crop
+    theirs = timm.create_model(FULL_SIZE[name], pretrained=False, img_size=size).eval()
+    for module in theirs.modules():
+        if hasattr(module, "fused_attn"):
+            module.fused_attn = False  # explicit q k^T and attn v matmuls, which the counter sees
+    ours = nnx.eval_shape(lambda: spec.build(nnx.Rngs(0)))
+    assert registry.param_count(ours) == sum(p.numel() for p in theirs.parameters())
+    counter = FlopCounterMode(display=False)
+    with counter, torch.no_grad():
+        theirs(torch.zeros(1, 3, size, size))
+    ratio = registry.forward_flops(spec, ours) / counter.get_total_flops()
+    print(f"{name}: params {registry.param_count(ours)}, XLA / torch FLOPs {ratio:.4f}")
+    assert 1.0 <= ratio <= 1.04, ratio
