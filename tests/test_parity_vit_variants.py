@@ -231,3 +231,58 @@ def test_full_size_params_and_flops_match_timm(name):
     ratio = registry.forward_flops(spec, ours) / counter.get_total_flops()
     print(f"{name}: params {registry.param_count(ours)}, XLA / torch FLOPs {ratio:.4f}")
     assert 1.0 <= ratio <= 1.04, ratio
+
+
+def _to_openai_clip(timm_state: dict) -> dict:
+    """A timm CLIP tower's tensors under OpenAI's original keys (the layout OpenAI released)."""
+    swaps = (("patch_embed.proj", "conv1"), ("norm_pre", "ln_pre"), ("blocks.", "transformer.resblocks."),
+             (".norm1", ".ln_1"), (".norm2", ".ln_2"), ("attn.qkv.", "attn.in_proj_"), ("attn.proj", "attn.out_proj"),
+             ("mlp.fc1", "mlp.c_fc"), ("mlp.fc2", "mlp.c_proj"))
+    out = {"logit_scale": torch.tensor(4.6)}  # a text-side tensor the loader must ignore
+    for key, value in timm_state.items():
+        if key == "head.weight":
+            out["visual.proj"] = value.t().contiguous()
+        elif key == "cls_token":
+            out["visual.class_embedding"] = value[0, 0]
+        elif key == "pos_embed":
+            out["visual.positional_embedding"] = value[0]
+        elif key.startswith("norm."):
+            out["visual.ln_post." + key[5:]] = value
+        elif key != "head.bias":
+            for old, new in swaps:
+                key = key.replace(old, new)
+            out["visual." + key] = value
+    return out
+
+
+def _to_meta_dinov2(timm_state: dict, gen) -> dict:
+    """A timm DINOv2 state dict in facebookresearch's layout (mask token; registers' table covers the class)."""
+    out = {k: v for k, v in timm_state.items() if k not in ("reg_token",)}
+    out["mask_token"] = torch.randn(1, timm_state["cls_token"].shape[-1], generator=gen)
+    if "reg_token" in timm_state:
+        out["register_tokens"] = timm_state["reg_token"]
+        cls_pos = 0.5 * torch.randn(1, 1, timm_state["cls_token"].shape[-1], generator=gen)
+        out["pos_embed"] = torch.cat([cls_pos, timm_state["pos_embed"]], dim=1)
+    return out
+
+
+@pytest.mark.parametrize("name", ["clip_b32", "dinov2_s14", "dinov2_s14_reg4"])
+def test_original_release_layouts_load_as_timm_converts_them(name, tmp_path):
+    """OpenAI CLIP and facebookresearch DINOv2 files: timm's own checkpoint_filter_fn is the reference
+    conversion; jaxbrain's loader must give the model that timm builds from the same file."""
+    from timm.models.vision_transformer import checkpoint_filter_fn
+
+    source = _reference(name).eval()
+    _perturb(source, seed=2)
+    state = {k: v.clone() for k, v in source.state_dict().items()}
+    if name.startswith("clip"):
+        state["head.bias"].zero_()  # OpenAI's projection has no bias
+        original = _to_openai_clip(state)
+    else:
+        original = _to_meta_dinov2(state, torch.Generator().manual_seed(3))
+    theirs = _reference(name).eval()
+    theirs.load_state_dict(checkpoint_filter_fn({k: v.clone() for k, v in original.items()}, theirs))
+    safetensors_torch.save_file({k: v.contiguous() for k, v in original.items()}, str(tmp_path / "orig.safetensors"))
+    ours = _ours(name)
+    registry.get(name).load_weights(ours, tmp_path / "orig.safetensors")
+    _assert_parity(name, ours, theirs)
