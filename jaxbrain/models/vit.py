@@ -26,7 +26,7 @@ import jax
 import jax.numpy as jnp
 from flax import nnx
 
-from jaxbrain.models import convert, initializers, registry, rope
+from jaxbrain.models import initializers, registry, rope, vit_layouts
 
 # width, depth, mlp_dim, heads (big_vision's table)
 _SIZES = {
@@ -325,10 +325,9 @@ def build(variant: str, rngs: nnx.Rngs, num_classes: int | None = None, **overri
 
 
 def load_weights(model: VisionTransformer, path: str | os.PathLike, layout: str = "timm") -> None:
-    """Load a timm (or ``layout``: torchvision, timm_eva) ViT checkpoint (.safetensors, or .pth/.bin with torch)
-    in place; a position table on another patch grid is resized as timm does."""
-    from jaxbrain.models import vit_layouts
-
+    """Load a ViT checkpoint (.safetensors, or .pth/.bin with torch) in place. ``layout``: "timm", "timm_eva",
+    "torchvision", "openai_clip", "meta_dinov2" (:mod:`jaxbrain.models.vit_layouts`; the last two are also
+    recognised under "timm"); a position table on another patch grid is resized as timm does."""
     vit_layouts.load(model, path, layout)
 
 
