@@ -181,6 +181,8 @@ def _parser() -> argparse.ArgumentParser:
     parser.add_argument("--verify", action="store_true",
                         help="re-read and check every stored checksum (dataset arrays and stimulus images)")
     parser.add_argument("--debug", action="store_true", help="print the traceback of an error")
+    parser.add_argument("--check", action="store_true",
+                        help="print the resolved config and exit without running (checks arguments and overrides)")
     group = parser.add_argument_group("several processes (one jax.distributed run; see launch/)")
     group.add_argument("--multihost", action="store_true",
                        help="jax.distributed.initialize() from the cluster's environment (TPU pod, SLURM)")
@@ -221,6 +223,9 @@ def main(argv: list[str] | None = None) -> int:
         if args.verify:
             with config.unlocked():
                 config.verify = True
+        if args.check:
+            print(config.to_json_best_effort(indent=1, sort_keys=True))
+            return 0
         launch(config, args.workdir)
     except KeyboardInterrupt:
         print("\ninterrupted; rerun the same command to resume", file=sys.stderr)

@@ -4,6 +4,7 @@ import json
 import pathlib
 
 import numpy as np
+import pandas as pd
 import pytest
 
 from jaxbrain import launch, results, scoring
@@ -111,3 +112,18 @@ def test_planted_data_of_other_settings_is_not_reused(quickstart_run, tmp_path):
         (workdir / "data" / source.name).write_bytes(source.read_bytes())
     with pytest.raises(ValueError, match="generated with planted settings"):
         launch.launch(_config(scale=0.3, benchmarks=("planted_ephys",)), workdir)
+
+
+def test_compare_experiment_finds_the_planted_layer_better(quickstart_run, tmp_path):
+    workdir, summary = quickstart_run
+    config = launch.load_config(str(ROOT / f"configs/compare.py:source={workdir},a=generator,layer_b=pool"))
+    launch.launch(config, tmp_path / "compare")
+    compare = pd.read_csv(tmp_path / "compare" / "compare.csv")
+    rows = compare[compare.subject == "all"]
+    assert len(rows) == sum(len(b["rois"]) for b in summary["generator"]["benchmarks"].values())
+    for _, row in rows.iterrows():
+        committed = summary["generator"]["benchmarks"][row.benchmark]["rois"][row.roi]["layer"]
+        if committed == "pool":
+            assert row.difference == 0.0
+        else:  # the planted layer predicts its responses far better than the pooled output
+            assert row.ci_low > 0.05 and row.ci_low <= row.difference <= row.ci_high
