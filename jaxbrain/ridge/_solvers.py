@@ -215,6 +215,13 @@ def _validate_splits(data, Y, splits, gram: bool):
     return data, Y, checked
 
 
+def _column_block(Y: np.ndarray, columns: np.ndarray) -> np.ndarray:
+    """Y[:, columns], as a view (no copy of every row) when the columns are one contiguous run."""
+    if columns.size and np.array_equal(columns, np.arange(columns[0], columns[0] + columns.size)):
+        return Y[:, columns[0]:columns[0] + columns.size]
+    return Y[:, columns]
+
+
 def _group_by_shape(splits) -> list[list[int]]:
     """Indices of the splits with equal (n_train, n_test), which are solved together (vmapped)."""
     groups: dict[tuple[int, int], list[int]] = {}
@@ -244,7 +251,7 @@ def _solve_shape_group(problem: LooProblem, Y, tr_stack, te_size, alphas, target
         # one eigendecomposition per split serves every target group; each group gets its own alpha search
 
         def get_targets(cols, group=group):
-            return Y[:, group[cols]][tr_stack].astype(dtype, copy=False)
+            return _column_block(Y, group[cols])[tr_stack].astype(dtype, copy=False)
 
         def on_result(cols, pred, y_mean, group=group):
             preds[:, :, group[cols]] = pred
