@@ -38,10 +38,10 @@ def _rel_err(a, b):
     return np.max(np.abs(np.asarray(a) - np.asarray(b))) / np.max(np.abs(b))
 
 
-@pytest.mark.parametrize("gcv_mode, shape", [("eigen", (20, 35, 3)), ("svd", (30, 12, 3))])
+@pytest.mark.parametrize("gcv_mode", ["eigen", "svd"])  # the reference's two LOO paths (ours is the same for both)
 @pytest.mark.parametrize("alpha_per_target", [False, True])
-def test_precomputed_equals_linear_and_sklearn_float64(gcv_mode, shape, alpha_per_target):
-    X, Y, X_test = _problem(*shape)
+def test_precomputed_equals_linear_and_sklearn_float64(gcv_mode, alpha_per_target):
+    X, Y, X_test = _problem(20, 35, 3)
     ref = SkRidgeCV(alphas=ALPHAS, gcv_mode=gcv_mode, alpha_per_target=alpha_per_target).fit(X, Y)
     linear = RidgeCV(alphas=ALPHAS, alpha_per_target=alpha_per_target).fit(X, Y)  # float64 with no global x64
     kernel = RidgeCV(alphas=ALPHAS, alpha_per_target=alpha_per_target, kernel="precomputed").fit(X @ X.T, Y)
@@ -66,7 +66,7 @@ def test_float32_inputs_stay_float32():
 
 def _grid_search(ridge):
     pipe = Pipeline([("scale", StandardScaler()), ("ridge", ridge)])
-    grid = {"ridge__alphas": [(1e-2, 1e-1), (1.0, 10.0, 100.0), (1e3, 1e4)]}
+    grid = {"ridge__alphas": [(1e-2, 1e-1), (1.0, 10.0), (1e3, 1e4)]}
     return GridSearchCV(pipe, grid, cv=KFold(3))
 
 
