@@ -403,10 +403,16 @@ def worker_gpu(method, size, chunk, repeats):
     return stats, dict(alpha_idx=chosen, r=r)
 
 
+def _env_with_repo():
+    """The environment of a worker process, importing jaxbrain from this checkout."""
+    root = str(pathlib.Path(__file__).resolve().parent.parent)
+    return dict(os.environ, PYTHONPATH=os.pathsep.join([root, os.environ.get("PYTHONPATH", "")]))
+
+
 def spawn_gpu(method, size, chunk, repeats, workdir):
     out = os.path.join(workdir, f"gpu_{size}_{method}.npz")
     root = str(pathlib.Path(__file__).resolve().parent.parent)
-    env = dict(os.environ, PYTHONPATH=os.pathsep.join([root, os.environ.get("PYTHONPATH", "")]))
+    env = _env_with_repo()
     cmd = [sys.executable, "-m", "benchmarks.ridge", "--worker", f"gpu_{method}", "--size", size, "--chunk",
            str(chunk), "--repeats", str(repeats), "--output", out]
     subprocess.run(cmd, check=True, env=env, cwd=root)
@@ -418,7 +424,7 @@ def run_gpu(size, chunk, repeats, peak_tflops, skip, workdir):
     flops = gpu_flops(shape)
     results = {m: spawn_gpu(m, size, chunk, repeats, workdir) for m in ("jaxbrain", "torch") if m not in skip}
     print(f"\nGPU mode, size {size}: {shape}, per-target alpha by LOO, float32, full-precision matmuls, "
-          f"targets in chunks of {chunk}; nominal {flops / 1e12:.2f} TFLOP; peak {peak_tflops:g} TFLOP/s")
+          f"targets in chunks of {chunk}; nominal {flops / 1e9:,.1f} GFLOP; peak {peak_tflops:g} TFLOP/s")
     print("| method | device | first call s | second call s | TFLOP/s | of peak | peak device MiB | "
           "alphas != torch | max abs test-r diff |")
     print("|" + "---|" * 9)
@@ -431,8 +437,9 @@ def run_gpu(size, chunk, repeats, peak_tflops, skip, workdir):
             rdiff = float(np.max(np.abs(arrays["r"] - ref[1]["r"])))
         else:
             ndiff, rdiff = -1, np.nan
-        print(f"| {m} | {stats['device']} | {stats['times'][0]:.2f} | {best:.2f} | {rate:.2f} | "
-              f"{rate / peak_tflops:.1%} | {stats['peak_mib']:,.0f} | {ndiff} / {shape['t']} | {rdiff:.1e} |")
+        peak_mib = "n/a" if np.isnan(stats["peak_mib"]) else f"{stats['peak_mib']:,.0f}"
+        print(f"| {m} | {stats['device']} | {stats['times'][0]:.2f} | {best:.2f} | {rate:.3f} | "
+              f"{rate / peak_tflops:.2%} | {peak_mib} | {ndiff} / {shape['t']} | {rdiff:.1e} |")
     if len(results) == 2:
         ratio = min(results["jaxbrain"][0]["times"][1:] or results["jaxbrain"][0]["times"]) / min(
             ref[0]["times"][1:] or ref[0]["times"])
@@ -467,8 +474,8 @@ def spawn(method, case, quick, input_path, workdir):
     cmd = [sys.executable, __file__, "--worker", method, "--case", str(case), "--input", input_path, "--output", out]
     if quick:
         cmd.append("--quick")
-    env = dict(os.environ)
-    if method == "jaxbrain_hostblas":  # large float32 products through numpy's BLAS (see jaxbrain.ridge._dot)
+    env = _env_with_repo()
+    if method == "jaxbrain_hostblas":  # large float32 products through numpy's BLAS (see jaxbrain.ridge._core._dot)
         env["JAXBRAIN_HOST_BLAS"] = "1"
     subprocess.run(cmd, check=True, env=env)
     stats = json.loads(pathlib.Path(out + ".json").read_text())

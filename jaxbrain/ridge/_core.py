@@ -292,7 +292,7 @@ def _setup_features(Xc, alphas, fit_intercept):
 
 
 def _setup_gram(K, alphas, fit_intercept):
-    """One problem from a training Gram matrix (RidgeCV.fit_gram)."""
+    """One problem from a training Gram matrix (RidgeCV with kernel="precomputed")."""
     if fit_intercept:
         K, col_mean, grand_mean = centre_gram(K)
     else:
