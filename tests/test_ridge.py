@@ -157,6 +157,18 @@ def test_bad_input_raises(call, match):
         call()
 
 
+def test_nan_in_training_rows_names_the_split_and_rows_outside_splits_are_ignored():
+    X = np.random.default_rng(6).standard_normal((9, 4))
+    Y = np.ones((9, 2))
+    Y[:, 1] = np.arange(9.0)
+    Y[8, 0] = np.nan  # in no split's training part
+    splits = [(np.arange(4), np.array([4])), (np.arange(3, 7), np.array([7]))]
+    assert len(fit_predict_splits(X, Y, splits, gram=False)) == 2
+    Y[5, 1] = np.inf  # a training row of split 1 only
+    with pytest.raises(ValueError, match="split 1: Y has NaN or inf in training rows"):
+        fit_predict_splits(X, Y, splits, gram=False)
+
+
 def test_predict_before_fit_raises():
     with pytest.raises(AttributeError, match="fit"):
         RidgeCV().predict(np.ones((2, 2)))

@@ -209,9 +209,7 @@ def _validate_splits(data, Y, splits, gram: bool):
             raise ValueError(f"split {k}: test index out of range for {N} stimuli")
         if tr.size < 2:
             raise ValueError(f"split {k}: needs at least 2 training samples; got {tr.size}")
-        if not np.all(np.isfinite(Y[tr])):
-            raise ValueError(f"split {k}: Y has NaN or inf in training rows")
-        checked.append((tr, te))
+        checked.append((tr, te))  # Y's training rows are checked for NaN/inf chunk by chunk, as they are read
     return data, Y, checked
 
 
@@ -240,7 +238,15 @@ def _split_problems(source, tr_stack, te_stack, alphas, use_dual: bool, fit_inte
     return LooProblem(basis, diag, use_dual, fit_intercept, design)
 
 
-def _solve_shape_group(problem: LooProblem, Y, tr_stack, te_size, alphas, target_groups, dtype, *,
+def _finite_targets(block: np.ndarray, split_ids: Sequence[int]) -> np.ndarray:
+    """The (B, n, k) training responses of B splits, or a one-line error naming a split with NaN or inf."""
+    if not np.isfinite(block).all():
+        bad = next(k for k, rows in zip(split_ids, block) if not np.isfinite(rows).all())
+        raise ValueError(f"split {bad}: Y has NaN or inf in training rows")
+    return block
+
+
+def _solve_shape_group(problem: LooProblem, Y, tr_stack, split_ids, te_size, alphas, target_groups, dtype, *,
                        alpha_per_target: bool, chunk: int | None):
     """Predictions (B, n_test, T), alpha index (B, T) and LOO mse (B, T) of one group of equal-shape splits."""
     B, T = tr_stack.shape[0], Y.shape[1]
@@ -251,7 +257,7 @@ def _solve_shape_group(problem: LooProblem, Y, tr_stack, te_size, alphas, target
         # one eigendecomposition per split serves every target group; each group gets its own alpha search
 
         def get_targets(cols, group=group):
-            return _column_block(Y, group[cols])[tr_stack].astype(dtype, copy=False)
+            return _finite_targets(_column_block(Y, group[cols])[tr_stack].astype(dtype, copy=False), split_ids)
 
         def on_result(cols, pred, y_mean, group=group):
             preds[:, :, group[cols]] = pred
@@ -304,7 +310,7 @@ def fit_predict_splits(data, Y, splits: Sequence[tuple[np.ndarray, np.ndarray]],
         te_stack = np.stack([checked[k][1] for k in members])
         problem = _split_problems(source, tr_stack, te_stack, alphas_j, use_dual, fit_intercept)
         preds, alpha_idx, loo_mse = _solve_shape_group(
-            problem, Y, tr_stack, te_stack.shape[1], alphas_j, groups_of_targets, dtype,
+            problem, Y, tr_stack, members, te_stack.shape[1], alphas_j, groups_of_targets, dtype,
             alpha_per_target=alpha_per_target, chunk=target_chunk)
         for j, k in enumerate(members):
             if alpha_per_target or target_groups is not None:
