@@ -95,18 +95,16 @@ class RidgeCV(MultiOutputMixin, RegressorMixin, BaseEstimator):
             alphas_j = jnp.asarray(alphas.astype(dtype))
             X_j = jnp.asarray(X.astype(dtype, copy=False))
             if self.kernel == "precomputed":
-                coef, y_means, sol = self._fit_gram(X_j, Y.astype(dtype, copy=False), alphas_j)
+                coef, intercept, sol = self._fit_gram(X_j, Y.astype(dtype, copy=False), alphas_j)
             else:
-                coef, y_means, sol = self._fit_features(X_j, Y.astype(dtype, copy=False), alphas_j)
+                coef, intercept, sol = self._fit_features(X_j, Y.astype(dtype, copy=False), alphas_j)
         self._set_alpha(alphas, sol, Y.shape[1])
         squeeze = y.ndim == 1
         if self.kernel == "precomputed":
             self.dual_coef_ = coef[:, 0] if squeeze else coef
-            self.intercept_ = float(y_means[0]) if squeeze else y_means
         else:
             self.coef_ = coef.T[0] if squeeze else coef.T
-            self.intercept_ = float(self._intercept[0]) if squeeze else self._intercept
-            del self._intercept
+        self.intercept_ = float(intercept[0]) if squeeze else intercept
         return self
 
     def _fit_features(self, X, Y, alphas):
@@ -124,8 +122,8 @@ class RidgeCV(MultiOutputMixin, RegressorMixin, BaseEstimator):
 
         sol = solve_ridge_loo(LooProblem(basis, diag, dual, self.fit_intercept), alphas, lambda cols: Y[None, :, cols],
                               Y.shape[1], on_result, alpha_per_target=self.alpha_per_target, chunk=self.target_chunk)
-        self._intercept = y_means - np.asarray(x_mean) @ coef if self.fit_intercept else np.zeros_like(y_means)
-        return coef, y_means, sol
+        intercept = y_means - np.asarray(x_mean) @ coef if self.fit_intercept else np.zeros_like(y_means)
+        return coef, intercept, sol
 
     def _fit_gram(self, K, Y, alphas):
         (basis, diag), col_mean, grand_mean = _core._setup_gram_jit(K, alphas, fit_intercept=self.fit_intercept)
