@@ -16,7 +16,25 @@ LOO inside each) plus the final fit on the whole train split scored on the test 
 cross_validate over RidgeCV on the same features, then RidgeCV refit (what the reference code does); jaxbrain:
 one fit_predict_splits call per layer (one kernel per layer serves all 6 fits).
 
-Every method runs in its own subprocess; peak memory is that process's ru_maxrss minus its resident size once
+GPU mode (``--gpu``; runs on whatever JAX backend is present, so also on CPU):
+
+    python -m benchmarks.ridge --gpu                      # the 1/8 case, then the NSD-sized case
+    python -m benchmarks.ridge --gpu --size tiny          # small shapes (under a minute on a 2-core CPU)
+    python -m benchmarks.ridge --gpu --size nsd --chunk 8192 --peak-tflops 67
+
+One fit with a per-target alpha chosen by exact LOO residuals and a prediction of the test split: NSD-sized
+(n_train 8,000, n_test 1,000, d 30,000, 100,000 targets, 10 alphas) and 1/8 of each size. jaxbrain
+(``fit_predict_splits`` with one split) against a PyTorch port of scikit-learn's ``_RidgeGCV`` eigen-Gram path
+written below (centred Gram + ones ones^T, eigh, the intercept eigenvector unpenalised, per alpha
+c = Q diag(w) Q^T y, diag(G^-1) = (Q * Q) w, LOO residual c / diag, best alpha per target). Both float32 with
+full-precision matmuls pinned (JAX ``default_matmul_precision('highest')``; torch TF32 off) and both stream
+targets from host memory in chunks of ``--chunk`` targets, so 100,000 targets fit in device memory. Printed per
+method: time of the first call (compilation included) and of a second call, achieved TFLOP/s (nominal FLOPs of
+the algorithm over the second call) and the fraction of ``--peak-tflops`` (default 67, H100 SXM float32), peak
+device memory, agreement of the chosen alphas and of the test r, and the jaxbrain / torch time ratio. Each method
+runs in its own process, which regenerates the same inputs from the seed.
+
+Every CPU-mode method runs in its own subprocess; peak memory is that process's ru_maxrss minus its resident size once
 the inputs are loaded, so it counts numpy's and XLA's native allocations.
 """
 
@@ -252,11 +270,193 @@ def case1_flops(shape):
 
 
 # ----------------------------------------------------------------------------------------------------------------
+# GPU mode: per-target LOO at NSD size, jaxbrain against a PyTorch port of scikit-learn's _RidgeGCV
+# ----------------------------------------------------------------------------------------------------------------
+
+GPU_SIZES = {
+    "nsd": dict(n_train=8000, n_test=1000, d=30000, t=100000, n_alphas=10),
+    "eighth": dict(n_train=1000, n_test=125, d=3750, t=12500, n_alphas=10),
+    "tiny": dict(n_train=256, n_test=64, d=1024, t=2048, n_alphas=10),
+}
+SIGNAL_RANK = 32
+
+
+def make_gpu_inputs(shape, seed=0):
+    """Features with a power-law spectrum; targets = a rank-32 signal of the features + noise of varied size."""
+    rng = np.random.default_rng([seed, 7])
+    n = shape["n_train"] + shape["n_test"]
+    X = _spectrum_features(rng, n, shape["d"])
+    W = rng.standard_normal((SIGNAL_RANK, shape["t"]), dtype=np.float32)
+    Y = np.empty((n, shape["t"]), np.float32)
+    noise_sd = np.geomspace(0.1, 10.0, shape["t"]).astype(np.float32)
+    for start in range(0, shape["t"], 8192):  # column blocks bound the temporaries
+        cols = slice(start, min(start + 8192, shape["t"]))
+        Y[:, cols] = X[:, :SIGNAL_RANK] @ W[:, cols] + rng.standard_normal((n, cols.stop - cols.start),
+                                                                           dtype=np.float32) * noise_sd[cols]
+    return X, Y, np.logspace(-1, 5, shape["n_alphas"])
+
+
+def gpu_flops(shape):
+    """Nominal FLOPs of the LOO path: train and cross kernels, eigh (9 n^3), Q^T Y, one Q (w R) per alpha,
+    the test prediction."""
+    n, nt, d, t, a = shape["n_train"], shape["n_test"], shape["d"], shape["t"], shape["n_alphas"]
+    return 2.0 * n * n * d + 2.0 * nt * n * d + 9.0 * n**3 + 2.0 * n * n * t * (1 + a) + 2.0 * nt * n * t
+
+
+def _gpu_jaxbrain(X, Y, alphas, n, chunk):
+    import jax
+
+    from jaxbrain.ridge import fit_predict_splits
+
+    splits = [(np.arange(n), np.arange(n, X.shape[0]))]
+    with jax.default_matmul_precision("highest"):
+        fit = fit_predict_splits(X, Y, splits, alphas, gram=False, alpha_per_target=True, target_chunk=chunk)[0]
+    return fit.predictions, np.searchsorted(alphas, fit.alpha)
+
+
+def _torch_gcv_setup(X, n, torch, device):
+    """Centred train Gram + ones ones^T (as _RidgeGCV._eigen_decompose_gram), its eigh, the intercept eigenvector,
+    and the centred (test, train) kernel."""
+    Xt = torch.from_numpy(X).to(device)
+    mean = Xt[:n].mean(0)
+    X_train, X_test = Xt[:n] - mean, Xt[n:] - mean
+    K = X_train @ X_train.T + 1.0
+    K_test = X_test @ X_train.T
+    del Xt, X_train, X_test
+    eigvals, Q = torch.linalg.eigh(K)
+    del K
+    intercept_dim = int(torch.argmax(torch.abs(Q.sum(0))))  # _find_smallest_angle with unit sample weights
+    return eigvals, Q, K_test, intercept_dim
+
+
+def _gpu_torch(X, Y, alphas, n, chunk):
+    """scikit-learn's _RidgeGCV eigen path (alpha_per_target=True, unit weights, intercept) in PyTorch, with
+    targets streamed in chunks."""
+    import torch
+
+    device = "cuda" if torch.cuda.is_available() else "cpu"
+    eigvals, Q, K_test, intercept_dim = _torch_gcv_setup(X, n, torch, device)
+    Q_sq = Q * Q
+    preds = np.empty((X.shape[0] - n, Y.shape[1]), np.float32)
+    chosen = np.empty(Y.shape[1], np.int64)
+    for start in range(0, Y.shape[1], chunk):
+        cols = slice(start, min(start + chunk, Y.shape[1]))
+        y = torch.from_numpy(np.ascontiguousarray(Y[:n, cols])).to(device)
+        y_mean = y.mean(0)
+        QT_y = Q.T @ (y - y_mean)
+        best_err = torch.full((y.shape[1],), torch.inf, device=device)
+        best_idx = torch.zeros(y.shape[1], dtype=torch.int64, device=device)
+        best_c = torch.zeros_like(y)
+        for i, alpha in enumerate(alphas):
+            w = 1.0 / (eigvals + float(alpha))
+            w[intercept_dim] = 0.0  # cancel the penalty on the intercept
+            c = Q @ (w[:, None] * QT_y)
+            err = ((c / (Q_sq @ w)[:, None]) ** 2).mean(0)
+            better = err < best_err
+            best_err = torch.where(better, err, best_err)
+            best_idx = torch.where(better, i, best_idx)
+            best_c = torch.where(better[None, :], c, best_c)
+        preds[:, cols] = (K_test @ best_c + y_mean).cpu().numpy()
+        chosen[cols] = best_idx.cpu().numpy()
+    return preds, chosen
+
+
+def _device_peak_mib(method):
+    if method == "torch":
+        import torch
+
+        return torch.cuda.max_memory_allocated() / 2**20 if torch.cuda.is_available() else float("nan")
+    import jax
+
+    stats = jax.devices()[0].memory_stats() or {}
+    return stats.get("peak_bytes_in_use", float("nan")) / 2**20
+
+
+def _pin_full_precision(method):
+    if method == "torch":
+        import torch
+
+        torch.backends.cuda.matmul.allow_tf32 = False
+        torch.backends.cudnn.allow_tf32 = False
+        torch.set_float32_matmul_precision("highest")
+        name = torch.cuda.get_device_name() if torch.cuda.is_available() else "cpu"
+        return f"torch {torch.__version__} on {name}"
+    import jax
+
+    jax.config.update("jax_default_matmul_precision", "highest")
+    return f"jax {jax.__version__} on {jax.devices()[0].device_kind}"
+
+
+def worker_gpu(method, size, chunk, repeats):
+    shape = GPU_SIZES[size]
+    X, Y, alphas = make_gpu_inputs(shape)
+    n = shape["n_train"]
+    device = _pin_full_precision(method)
+    run = _gpu_torch if method == "torch" else _gpu_jaxbrain
+    times = []
+    for _ in range(repeats):
+        start = time.perf_counter()
+        preds, chosen = run(X, Y, alphas, n, chunk)
+        times.append(time.perf_counter() - start)
+    r = pearson_np(Y[n:], preds)
+    stats = dict(times=times, peak_mib=_device_peak_mib(method), device=device)
+    return stats, dict(alpha_idx=chosen, r=r)
+
+
+def _env_with_repo():
+    """The environment of a worker process, importing jaxbrain from this checkout."""
+    root = str(pathlib.Path(__file__).resolve().parent.parent)
+    return dict(os.environ, PYTHONPATH=os.pathsep.join([root, os.environ.get("PYTHONPATH", "")]))
+
+
+def spawn_gpu(method, size, chunk, repeats, workdir):
+    out = os.path.join(workdir, f"gpu_{size}_{method}.npz")
+    root = str(pathlib.Path(__file__).resolve().parent.parent)
+    env = _env_with_repo()
+    cmd = [sys.executable, "-m", "benchmarks.ridge", "--worker", f"gpu_{method}", "--size", size, "--chunk",
+           str(chunk), "--repeats", str(repeats), "--output", out]
+    subprocess.run(cmd, check=True, env=env, cwd=root)
+    return json.loads(pathlib.Path(out + ".json").read_text()), dict(np.load(out))
+
+
+def run_gpu(size, chunk, repeats, peak_tflops, skip, workdir):
+    shape = GPU_SIZES[size]
+    flops = gpu_flops(shape)
+    results = {m: spawn_gpu(m, size, chunk, repeats, workdir) for m in ("jaxbrain", "torch") if m not in skip}
+    print(f"\nGPU mode, size {size}: {shape}, per-target alpha by LOO, float32, full-precision matmuls, "
+          f"targets in chunks of {chunk}; nominal {flops / 1e9:,.1f} GFLOP; peak {peak_tflops:g} TFLOP/s")
+    print("| method | device | first call s | second call s | TFLOP/s | of peak | peak device MiB | "
+          "alphas != torch | max abs test-r diff |")
+    print("|" + "---|" * 9)
+    ref = results.get("torch")
+    for m, (stats, arrays) in results.items():
+        best = min(stats["times"][1:] or stats["times"])
+        rate = flops / best / 1e12
+        if ref is not None:
+            ndiff = int(np.sum(arrays["alpha_idx"] != ref[1]["alpha_idx"]))
+            rdiff = float(np.max(np.abs(arrays["r"] - ref[1]["r"])))
+        else:
+            ndiff, rdiff = -1, np.nan
+        peak_mib = "n/a" if np.isnan(stats["peak_mib"]) else f"{stats['peak_mib']:,.0f}"
+        print(f"| {m} | {stats['device']} | {stats['times'][0]:.2f} | {best:.2f} | {rate:.3f} | "
+              f"{rate / peak_tflops:.2%} | {peak_mib} | {ndiff} / {shape['t']} | {rdiff:.1e} |")
+    if len(results) == 2:
+        ratio = min(results["jaxbrain"][0]["times"][1:] or results["jaxbrain"][0]["times"]) / min(
+            ref[0]["times"][1:] or ref[0]["times"])
+        print(f"time ratio jaxbrain / torch (second call): {ratio:.2f}")
+
+
+# ----------------------------------------------------------------------------------------------------------------
 # Driver
 # ----------------------------------------------------------------------------------------------------------------
 
 
 def run_worker(args):
+    if args.worker.startswith("gpu_"):
+        stats, arrays = worker_gpu(args.worker[4:], args.size[0], args.chunk, args.repeats)
+        np.savez(args.output, **arrays)
+        pathlib.Path(args.output + ".json").write_text(json.dumps(stats))
+        return
     inputs = dict(np.load(args.input))
     shape = CASES[args.case]["quick" if args.quick else "full"]
     if args.worker == "floor":
@@ -274,8 +474,8 @@ def spawn(method, case, quick, input_path, workdir):
     cmd = [sys.executable, __file__, "--worker", method, "--case", str(case), "--input", input_path, "--output", out]
     if quick:
         cmd.append("--quick")
-    env = dict(os.environ)
-    if method == "jaxbrain_hostblas":  # large float32 products through numpy's BLAS (see jaxbrain.ridge._dot)
+    env = _env_with_repo()
+    if method == "jaxbrain_hostblas":  # large float32 products through numpy's BLAS (see jaxbrain.ridge._core._dot)
         env["JAXBRAIN_HOST_BLAS"] = "1"
     subprocess.run(cmd, check=True, env=env)
     stats = json.loads(pathlib.Path(out + ".json").read_text())
@@ -366,15 +566,27 @@ def main(argv=None):
                         help="case(s) to run (default: both)")
     parser.add_argument("--quick", action="store_true", help="small shapes (seconds)")
     parser.add_argument("--skip", action="append", default=[],
-                        choices=["jaxbrain", "jaxbrain_hostblas", "sklearn", "himalaya", "jaxbrain64"],
+                        choices=["jaxbrain", "jaxbrain_hostblas", "sklearn", "himalaya", "jaxbrain64", "torch"],
                         help="methods to leave out")
+    parser.add_argument("--gpu", action="store_true", help="per-target LOO at NSD size vs PyTorch (see above)")
+    parser.add_argument("--size", action="append", choices=list(GPU_SIZES),
+                        help="GPU-mode size(s) (default: eighth, then nsd)")
+    parser.add_argument("--chunk", type=int, default=8192, help="GPU mode: targets per chunk on the device")
+    parser.add_argument("--repeats", type=int, default=2, help="GPU mode: calls per method (first one compiles)")
+    parser.add_argument("--peak-tflops", type=float, default=67.0,
+                        help="GPU mode: the device's dense float32 peak (H100 SXM: 67)")
     parser.add_argument("--worker", help=argparse.SUPPRESS)
     parser.add_argument("--input", help=argparse.SUPPRESS)
     parser.add_argument("--output", help=argparse.SUPPRESS)
     args = parser.parse_args(argv)
     if args.worker:
-        args.case = args.case[0]
+        args.case = (args.case or [1])[0]
         return run_worker(args)
+    if args.gpu:
+        with tempfile.TemporaryDirectory() as workdir:
+            for size in args.size or ["eighth", "nsd"]:
+                run_gpu(size, args.chunk, args.repeats, args.peak_tflops, args.skip, workdir)
+        return None
     print(f"{os.cpu_count()} CPU(s); load average {os.getloadavg()[0]:.1f} at start")
     with tempfile.TemporaryDirectory() as workdir:
         for case in args.case or [1, 2]:

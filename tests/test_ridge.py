@@ -41,9 +41,10 @@ def test_ridgecv_matches_sklearn_float64(shape, alpha_per_target, fit_intercept)
     ref = SkRidgeCV(alphas=ALPHAS, alpha_per_target=alpha_per_target, fit_intercept=fit_intercept).fit(X, Y)
     with jax.enable_x64(True):
         est = RidgeCV(alphas=ALPHAS, alpha_per_target=alpha_per_target, fit_intercept=fit_intercept).fit(X, Y)
-        gram = RidgeCV(alphas=ALPHAS, alpha_per_target=alpha_per_target, fit_intercept=fit_intercept)
-        gram.fit_gram(X @ X.T, Y)
-        gram_pred = gram.predict_gram(X_test @ X.T)
+        gram = RidgeCV(alphas=ALPHAS, alpha_per_target=alpha_per_target, fit_intercept=fit_intercept,
+                       kernel="precomputed")
+        gram.fit(X @ X.T, Y)
+        gram_pred = gram.predict(X_test @ X.T)
     assert est.coef_.dtype == np.float64
     np.testing.assert_array_equal(np.asarray(est.alpha_), np.asarray(ref.alpha_))
     np.testing.assert_array_equal(np.asarray(gram.alpha_), np.asarray(ref.alpha_))
@@ -146,7 +147,7 @@ def test_fit_predict_splits_float32_with_features_wider_than_samples():
         (lambda: RidgeCV(alphas=[1.0, -1.0]).fit(np.ones((5, 2)), np.ones(5)), "positive"),
         (lambda: RidgeCV().fit(np.ones((5, 2)), np.ones(4)), "5 samples but y has 4"),
         (lambda: RidgeCV().fit(np.full((5, 2), np.nan), np.ones(5)), "X contains NaN"),
-        (lambda: RidgeCV().fit_gram(np.ones((5, 4)), np.ones(5)), "square"),
+        (lambda: RidgeCV(kernel="precomputed").fit(np.ones((5, 4)), np.ones(5)), "square"),
         (lambda: fit_predict_splits(np.eye(4), np.ones((4, 1)), [([0, 1], [9])], gram=True), "split 0: test index"),
         (lambda: fit_predict_splits(np.ones((4, 3)), np.ones((4, 1)), [([0, 1], [2])], gram=True), "square"),
     ],
@@ -156,18 +157,30 @@ def test_bad_input_raises(call, match):
         call()
 
 
+def test_nan_in_training_rows_names_the_split_and_rows_outside_splits_are_ignored():
+    X = np.random.default_rng(6).standard_normal((9, 4))
+    Y = np.ones((9, 2))
+    Y[:, 1] = np.arange(9.0)
+    Y[8, 0] = np.nan  # in no split's training part
+    splits = [(np.arange(4), np.array([4])), (np.arange(3, 7), np.array([7]))]
+    assert len(fit_predict_splits(X, Y, splits, gram=False)) == 2
+    Y[5, 1] = np.inf  # a training row of split 1 only
+    with pytest.raises(ValueError, match="split 1: Y has NaN or inf in training rows"):
+        fit_predict_splits(X, Y, splits, gram=False)
+
+
 def test_predict_before_fit_raises():
     with pytest.raises(AttributeError, match="fit"):
         RidgeCV().predict(np.ones((2, 2)))
-    with pytest.raises(AttributeError, match="fit_gram"):
-        RidgeCV().predict_gram(np.ones((2, 2)))
+    with pytest.raises(AttributeError, match="fit"):
+        RidgeCV(kernel="precomputed").predict(np.ones((2, 2)))
 
 
 def test_host_blas_products_match_sklearn(monkeypatch):
     # float32 shapes used nowhere else, so these traces route every product through the CPU BLAS callback
-    import jaxbrain.ridge as ridge
+    from jaxbrain.ridge import _core
 
-    monkeypatch.setattr(ridge, "_HOST_BLAS_MIN_FLOPS", 0.0)
+    monkeypatch.setattr(_core, "_HOST_BLAS_MIN_FLOPS", 0.0)
     X, Y, X_test, Y_test = _problem((26, 45, 3), seed=5, dtype=np.float32)
     ref = SkRidgeCV(alphas=ALPHAS, alpha_per_target=True).fit(X, Y)
     est = RidgeCV(alphas=ALPHAS, alpha_per_target=True).fit(X, Y)
