@@ -239,4 +239,11 @@ def main(argv: list[str] | None = None) -> int:
 
 
 if __name__ == "__main__":
-    sys.exit(main())
+    status = main()
+    if status == 130:
+        # Threads of the interrupted run (image decoding, checkpoint writers) may still hold native resources;
+        # leave without the interpreter's teardown, which can crash on them after the message is out.
+        sys.stdout.flush()
+        sys.stderr.flush()
+        os._exit(status)
+    sys.exit(status)

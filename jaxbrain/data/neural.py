@@ -622,6 +622,50 @@ class _LazyResponses(Mapping):
         return len(self._keys)
 
 
+def _read_split_ids(f: h5py.File, path: pathlib.Path, split: str, verifier: "_Verifier"):
+    """The stimulus ids of `split`: one array, or one per subject."""
+    key = f"{split}/stimulus_ids"
+    if key not in f:
+        raise NeuralDataError(f"{_where(path, split)}: missing dataset {key!r}")
+    node = f[key]
+    for member in ([f"{key}/{s}" for s in node] if isinstance(node, h5py.Group) else [key]):
+        verifier.check(f, member)
+    if isinstance(node, h5py.Group):
+        return {s: np.asarray(_strings(node[s][()])) for s in node}
+    return np.asarray(_strings(node[()]))
+
+
+def _required(f: h5py.File, key: str, where: str) -> h5py.Dataset:
+    if key not in f:
+        raise NeuralDataError(f"{where}: missing dataset {key!r}")
+    return f[key]
+
+
+def _read_responses(f, path, splits, subjects, rois, verifier, read: bool) -> dict:
+    """Every response array, checked against its checksum (with read=False: only that each one exists)."""
+    responses = {}
+    for split in splits:
+        for subject in subjects:
+            for roi in rois:
+                key = f"{split}/neural_data/{subject}/{roi}"
+                node = _required(f, key, _where(path, split, subject, roi))
+                if read:
+                    verifier.check(f, key)
+                    responses[(split, subject, roi)] = node[()]
+    return responses
+
+
+def _read_ceilings(f, path, subjects, rois, verifier) -> dict:
+    ceilings = {}
+    for subject in subjects:
+        for roi in rois:
+            key = f"noise_ceilings/{subject}/{roi}"
+            node = _required(f, key, _where(path, None, subject, roi))
+            verifier.check(f, key)
+            ceilings[(subject, roi)] = node[()]
+    return ceilings
+
+
 def load(path, *, lazy: bool = False, validate: bool = True, verify: bool = False) -> NeuralDataset:
     """Reads a dataset file written by `save` (or by the reference code's layout).
 
@@ -647,35 +691,9 @@ def load(path, *, lazy: bool = False, validate: bool = True, verify: bool = Fals
         max_nc = float(f.attrs.get("max_nc", MAX_NC))
         target_filter = f.attrs.get("target_filter")
         target_filter = None if target_filter is None else _strings(target_filter)[0]
-        stimulus_ids: dict = {}
-        responses: dict = {}
-        for split in splits:
-            key = f"{split}/stimulus_ids"
-            if key not in f:
-                raise NeuralDataError(f"{_where(path, split)}: missing dataset {key!r}")
-            node = f[key]
-            for member in ([f"{key}/{s}" for s in node] if isinstance(node, h5py.Group) else [key]):
-                verifier.check(f, member)
-            if isinstance(node, h5py.Group):
-                stimulus_ids[split] = {s: np.asarray(_strings(node[s][()])) for s in node}
-            else:
-                stimulus_ids[split] = np.asarray(_strings(node[()]))
-            for subject in subjects:
-                for roi in rois:
-                    key = f"{split}/neural_data/{subject}/{roi}"
-                    if key not in f:
-                        raise NeuralDataError(f"{_where(path, split, subject, roi)}: missing dataset {key!r}")
-                    if not lazy:
-                        verifier.check(f, key)
-                        responses[(split, subject, roi)] = f[key][()]
-        ceilings = {}
-        for subject in subjects:
-            for roi in rois:
-                key = f"noise_ceilings/{subject}/{roi}"
-                if key not in f:
-                    raise NeuralDataError(f"{_where(path, None, subject, roi)}: missing dataset {key!r}")
-                verifier.check(f, key)
-                ceilings[(subject, roi)] = f[key][()]
+        stimulus_ids = {split: _read_split_ids(f, path, split, verifier) for split in splits}
+        responses = _read_responses(f, path, splits, subjects, rois, verifier, read=not lazy)
+        ceilings = _read_ceilings(f, path, subjects, rois, verifier)
         stimuli = StimulusSet.from_hdf5(f["stimuli"]) if "stimuli" in f else None
         target_info = _read_target_info(f, verifier)
     if verify:
