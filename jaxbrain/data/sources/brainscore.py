@@ -209,6 +209,31 @@ def _stimulus_images(source_dir: pathlib.Path, image_files: tuple[str, str], sti
 
 # ---- the benchmark --------------------------------------------------------------------------------------------
 
+def _region_responses(trials, subject_of, region, subjects, regions, split_pos, min_nc, ceiling_repeats, src):
+    """Repeat-averaged responses per (split, subject, region) of the neuroids whose ceiling reaches min_nc."""
+    from jaxbrain import metrics
+
+    missing_regions = [r for r in regions if r not in set(region.tolist())]
+    if missing_regions:
+        raise AssemblyError(f"{src}: region(s) {missing_regions} absent; has {sorted(set(region.tolist()))}")
+    responses, ceilings = {}, {}
+    for s in subjects:
+        for r in regions:
+            units = np.flatnonzero((subject_of == s) & (region == r))
+            if units.size == 0:
+                raise AssemblyError(f"{src}: subject {s!r} has no neuroid in region {r!r}")
+            nc = np.asarray(metrics.noise_ceiling(trials[units], unequal_repeats=ceiling_repeats), np.float64)
+            keep = np.ones(units.size, bool) if min_nc is None else nc >= min_nc
+            if not keep.any():
+                raise AssemblyError(f"{src}: subject {s!r} region {r!r}: no neuroid reaches NC >= {min_nc} % "
+                                    f"(max {np.nanmax(nc):.1f} %)")
+            mean = np.nanmean(trials[units[keep]], axis=2).T          # (stimuli, neuroids)
+            ceilings[(s, r)] = nc[keep].astype(np.float32)
+            for split, pos in split_pos.items():
+                responses[(split, s, r)] = mean[pos].astype(np.float32)
+    return responses, ceilings
+
+
 def read_assembly_benchmark(name: str, source_dir: str | os.PathLike, files: tuple[str, str, str], *,
                             window: tuple[float, float], stratify_by: str, subject_coord: str | None,
                             regions: Sequence[str], test_fraction: float = 0.1, seed: int = 42,
@@ -216,7 +241,6 @@ def read_assembly_benchmark(name: str, source_dir: str | os.PathLike, files: tup
                             ceiling_repeats: str = "slots"):
     """A NeuralDataset (modality "ephys") from one assembly, its stimulus CSV and image zip (or `image_files`)."""
     from jaxbrain.data.neural import NeuralDataset, stratified_order
-    from jaxbrain import metrics
 
     source_dir = pathlib.Path(source_dir)
     nc_path, csv_path = source_dir / files[0], source_dir / files[1]
@@ -254,24 +278,8 @@ def read_assembly_benchmark(name: str, source_dir: str | os.PathLike, files: tup
     stimuli = _stimulus_images(source_dir, image_files or (files[1], files[2]), stim_ids)
     split_pos = {"train": train_pos, "test": test_pos}
     subjects = sorted(set(subject_of.tolist()))
-    missing_regions = [r for r in regions if r not in set(region.tolist())]
-    if missing_regions:
-        raise AssemblyError(f"{src}: region(s) {missing_regions} absent; has {sorted(set(region.tolist()))}")
-    responses, ceilings = {}, {}
-    for s in subjects:
-        for r in regions:
-            units = np.flatnonzero((subject_of == s) & (region == r))
-            if units.size == 0:
-                raise AssemblyError(f"{src}: subject {s!r} has no neuroid in region {r!r}")
-            nc = np.asarray(metrics.noise_ceiling(trials[units], unequal_repeats=ceiling_repeats), np.float64)
-            keep = np.ones(units.size, bool) if min_nc is None else nc >= min_nc
-            if not keep.any():
-                raise AssemblyError(f"{src}: subject {s!r} region {r!r}: no neuroid reaches NC >= {min_nc} % "
-                                    f"(max {np.nanmax(nc):.1f} %)")
-            mean = np.nanmean(trials[units[keep]], axis=2).T          # (stimuli, neuroids)
-            ceilings[(s, r)] = nc[keep].astype(np.float32)
-            for split, pos in split_pos.items():
-                responses[(split, s, r)] = mean[pos].astype(np.float32)
+    responses, ceilings = _region_responses(trials, subject_of, region, subjects, regions, split_pos, min_nc,
+                                            ceiling_repeats, src)
     ds = NeuralDataset(name=name, modality="ephys", subjects=subjects, rois=list(regions),
                        splits=["train", "test"],
                        stimulus_ids={"train": stim_ids[train_pos], "test": stim_ids[test_pos]},

@@ -209,10 +209,9 @@ def _roi_masks(root: pathlib.Path, sub: str, rois: Sequence[str], shape) -> dict
     return masks
 
 
-def _subject(root: pathlib.Path, subject: int, design, rois, nc_threshold, n_repeats_nc, max_sessions,
-             trial_chunk, outside_nsdgeneral):
-    sub = f"subj{subject:02d}"
-    beta_dir = root / "nsddata_betas" / "ppdata" / sub / SPACE / BETAS
+def _voxel_masks(root: pathlib.Path, sub: str, beta_dir: pathlib.Path, rois, nc_threshold, n_repeats_nc,
+                 outside_nsdgeneral):
+    """Per-voxel ceilings (percent) and each ROI's mask of reliable voxels, within nsdgeneral unless exempt."""
     ncsnr = read_volume(beta_dir / "ncsnr.nii.gz").astype(np.float64)
     shape = ncsnr.shape
     general_path = root / "nsddata" / "ppdata" / sub / SPACE / "roi" / "nsdgeneral.nii.gz"
@@ -232,14 +231,11 @@ def _subject(root: pathlib.Path, subject: int, design, rois, nc_threshold, n_rep
             where = "" if name in exempt else " inside nsdgeneral"
             raise NSDFormatError(f"{root}: subject {sub!r}, ROI {name!r}: no voxel{where} with noise ceiling >= "
                                  f"{nc_threshold}%")
-    union = np.zeros(shape, bool)
-    for m in masks.values():
-        union |= m
-    xyz = np.argwhere(union)                                        # C order over (X, Y, Z)
-    # betas are stored (trials, Z, Y, X): the flat index of voxel (x, y, z) there is (z * Y + y) * X + x
-    flat_zyx = (xyz[:, 2] * shape[1] + xyz[:, 1]) * shape[0] + xyz[:, 0]
+    return nc, masks
 
-    files = session_files(beta_dir, max_sessions)
+
+def _session_lengths(files, shape) -> list[int]:
+    """Trials per session file, after checking each file's betas dataset against the volume."""
     lengths = []
     for p in files:
         with h5py.File(p, "r") as f:
@@ -253,21 +249,30 @@ def _subject(root: pathlib.Path, subject: int, design, rois, nc_threshold, n_rep
             if d.dtype != np.int16:
                 raise NSDFormatError(f"{p}: betas dtype {d.dtype}, expected int16 (percent signal change x 300)")
             lengths.append(d.shape[0])
-    total = sum(lengths)
+    return lengths
+
+
+def _trial_images(design, subject: int, total: int, beta_dir: pathlib.Path, n_files: int):
+    """The distinct images (73k ids) of the first `total` trials and each trial's index among them."""
     order_trials = design["masterordering"]
     if total > order_trials.size:
-        raise NSDFormatError(f"{beta_dir}: {total} trials in {len(files)} sessions but the design lists only "
+        raise NSDFormatError(f"{beta_dir}: {total} trials in {n_files} sessions but the design lists only "
                              f"{order_trials.size}")
     if subject > design["subjectim"].shape[0]:
         raise NSDFormatError(f"nsd_expdesign.mat: subjectim has no row for subject {subject}")
     kid = design["subjectim"][subject - 1, order_trials[:total] - 1]  # 73k-id (1-based) of every trial
-    images, image_of_trial = np.unique(kid, return_inverse=True)
-    sums = np.zeros((images.size, xyz.shape[0]), np.float32)
-    counts = np.zeros(images.size, np.int64)
-    valid = np.ones(xyz.shape[0], bool)
+    return np.unique(kid, return_inverse=True)
+
+
+def _average_sessions(files, lengths, shape, flat_zyx, image_of_trial, n_images, trial_chunk, sub):
+    """Betas z-scored per session and voxel, averaged per image; and which voxels were never constant."""
+    n_voxels = flat_zyx.size
+    sums = np.zeros((n_images, n_voxels), np.float32)
+    counts = np.zeros(n_images, np.int64)
+    valid = np.ones(n_voxels, bool)
     start = 0
     for p, n_trials in zip(files, lengths):
-        session = np.empty((n_trials, xyz.shape[0]), np.float32)
+        session = np.empty((n_trials, n_voxels), np.float32)
         with h5py.File(p, "r") as f:
             d = f["betas"]
             for a in range(0, n_trials, trial_chunk):
@@ -286,7 +291,26 @@ def _subject(root: pathlib.Path, subject: int, design, rois, nc_threshold, n_rep
         start += n_trials
         del session, z
         log.info("NSD %s: read %s", sub, p.name)
-    responses = (sums / counts[:, None]).astype(np.float32)
+    return (sums / counts[:, None]).astype(np.float32), valid
+
+
+def _subject(root: pathlib.Path, subject: int, design, rois, nc_threshold, n_repeats_nc, max_sessions,
+             trial_chunk, outside_nsdgeneral):
+    sub = f"subj{subject:02d}"
+    beta_dir = root / "nsddata_betas" / "ppdata" / sub / SPACE / BETAS
+    nc, masks = _voxel_masks(root, sub, beta_dir, rois, nc_threshold, n_repeats_nc, outside_nsdgeneral)
+    shape = nc.shape
+    union = np.zeros(shape, bool)
+    for m in masks.values():
+        union |= m
+    xyz = np.argwhere(union)                                        # C order over (X, Y, Z)
+    # betas are stored (trials, Z, Y, X): the flat index of voxel (x, y, z) there is (z * Y + y) * X + x
+    flat_zyx = (xyz[:, 2] * shape[1] + xyz[:, 1]) * shape[0] + xyz[:, 0]
+    files = session_files(beta_dir, max_sessions)
+    lengths = _session_lengths(files, shape)
+    images, image_of_trial = _trial_images(design, subject, sum(lengths), beta_dir, len(files))
+    responses, valid = _average_sessions(files, lengths, shape, flat_zyx, image_of_trial, images.size, trial_chunk,
+                                         sub)
     is_test = np.isin(images, design["sharedix"])
     voxel_nc = nc[tuple(xyz.T)]
     per_roi = {}
