@@ -10,7 +10,7 @@ import pytest
 from flax import nnx
 
 from jaxbrain import launch, results
-from jaxbrain.models import convnext, efficientnet, flops, registry, resnet
+from jaxbrain.models import convnext, efficientnet, flops, layers, registry, resnet
 
 ROOT = pathlib.Path(__file__).resolve().parents[1]
 
@@ -21,9 +21,10 @@ ROOT = pathlib.Path(__file__).resolve().parents[1]
 #   CORnet-S: 53.4 M parameters (Kubilius et al. 2019, NeurIPS, Table 1; no MAC count given there).
 PUBLISHED = {
     "alexnet": (61_100_840, 0.714e9),
-    "efficientnet_b0": (5_288_548, 0.386e9),
-    "efficientnet_b1": (7_794_184, 0.687e9),
-    "efficientnet_b2": (9_109_994, 1.088e9),
+    "efficientnet_b0_tv": (5_288_548, 0.386e9),
+    "efficientnet_b1_tv": (7_794_184, 0.687e9),
+    "efficientnet_b2_tv": (9_109_994, 1.088e9),
+    "efficientnet_b0": (5_288_548, 0.386e9),  # timm's B0: same network and input size
     "resnet18": (11_689_512, 1.814e9),
     "resnet50": (25_557_032, 4.089e9),
     "convnext_t_tv": (28_589_128, 4.456e9),
@@ -82,46 +83,60 @@ def test_dense_count_sees_the_cpu_depthwise_rewrite_as_a_convolution():
 def test_strided_cpu_depthwise_conv_equals_grouped_conv():
     conv = nnx.Conv(5, 5, (5, 5), strides=2, padding=((2, 2), (2, 2)), feature_group_count=5, rngs=nnx.Rngs(0))
     x = jax.random.normal(jax.random.key(1), (2, 11, 11, 5))
-    np.testing.assert_allclose(convnext.depthwise_conv(conv, x), conv(x), rtol=1e-5, atol=1e-5)
+    ours = nnx.jit(convnext.depthwise_conv)(conv, x)
+    np.testing.assert_allclose(ours, nnx.jit(lambda c, x: c(x))(conv, x), rtol=1e-5, atol=1e-5)
 
 
-# Every new family's registry names, built at full width and run on small images.
-FORWARD_CASES = ["alexnet", "efficientnet_b0", "cornet_s", "convnext_t_tv", "resnet_flex:w0.25:d1-2-1-1",
-                 "convnext_flex:w0.25:d1-1-2-1"]
+# Every new registry name but the large EfficientNets and ConvNeXts (seconds each just to trace).
+NEW_NAMES = ("alexnet", "cornet_s", "efficientnet_b0", "efficientnet_b2", "efficientnet_b0_tv", "efficientnet_b2_tv",
+             "convnext_t_tv")
 
 
-@pytest.mark.parametrize("name", FORWARD_CASES)
-def test_forward_returns_every_candidate_layer(name):
+def test_new_registry_names_name_their_candidate_layers():
+    """Shapes only (no compute, plain convolutions for fast tracing): each variant's forward has its layers."""
+    for name in NEW_NAMES:
+        spec = registry.get(name)
+        with layers.native_ops():
+            _, out = nnx.eval_shape(lambda: spec.build(nnx.Rngs(0))(jnp.zeros((1, 64, 64, 3))))
+        assert set(spec.layers) <= set(out), (name, sorted(set(spec.layers) - set(out)))
+        assert spec.depths[0] == 0.0 and spec.depths[-1] == 1.0
+        assert list(spec.depths) == sorted(set(spec.depths))
+
+
+def _tiny(name):
+    """Each family at its smallest: full AlexNet and CORnet-S (fixed widths), narrow shallow others."""
+    if name == "efficientnet":
+        config = efficientnet.EfficientNetConfig(width_mult=0.25, depth_mult=0.3, dropout=0.2, num_classes=7)
+        return efficientnet.EfficientNet(config, rngs=nnx.Rngs(0)), efficientnet.candidate_layers(config)
+    if name == "convnext_tv":
+        config = convnext.ConvNeXtConfig(depths=(1, 1, 2, 1), dims=(8, 16, 24, 32), num_classes=7,
+                                         layout="torchvision")
+        return convnext.ConvNeXt(config, rngs=nnx.Rngs(0)), convnext.candidate_layers((1, 1, 2, 1), "torchvision")
     spec = registry.get(name)
-    model = spec.build(nnx.Rngs(0), num_classes=7)
+    return spec.build(nnx.Rngs(0), num_classes=7), spec.layers
+
+
+@pytest.mark.parametrize("name", ["alexnet", "cornet_s", "efficientnet", "convnext_tv", "resnet_flex:w0.25:d1-2-1-1",
+                                  "convnext_flex:w0.125:d1-1-2-1"])
+def test_forward_returns_every_candidate_layer(name):
+    model, names = _tiny(name)
     images = jax.random.normal(jax.random.key(0), (2, 64, 64, 3))
     logits, out = nnx.jit(lambda m, x: m(x, train=False))(model, images)
     assert logits.shape == (2, 7)
-    missing = [layer for layer in spec.layers if layer not in out]
+    missing = [layer for layer in names if layer not in out]
     assert not missing, missing
-    assert all(bool(jnp.all(jnp.isfinite(out[layer]))) for layer in spec.layers)
-    assert spec.depths[0] == 0.0 and spec.depths[-1] == 1.0
-    assert list(spec.depths) == sorted(set(spec.depths))
+    assert all(bool(jnp.all(jnp.isfinite(out[layer]))) for layer in names)
 
 
-def _small_efficientnet():
-    config = efficientnet.EfficientNetConfig(width_mult=0.25, depth_mult=0.3, dropout=0.2, num_classes=3)
-    return efficientnet.EfficientNet(config, rngs=nnx.Rngs(0, dropout=1))
-
-
-@pytest.mark.parametrize("make", [lambda: registry.get("alexnet").build(nnx.Rngs(0, dropout=1), num_classes=3),
-                                  _small_efficientnet], ids=["alexnet", "efficientnet"])
-def test_train_mode_draws_dropout_and_updates_batch_norm(make):
-    model = make()
+@pytest.mark.parametrize("name", ["alexnet", "efficientnet"])
+def test_train_mode_draws_dropout_and_updates_batch_norm(name):
+    model, _ = _tiny(name)
     images = jax.random.normal(jax.random.key(0), (2, 64, 64, 3)) + 1.0
 
     def stats():
         return [np.array(leaf) for leaf in jax.tree_util.tree_leaves(nnx.state(model, nnx.BatchStat))]
 
     stats_before = stats()
-    evaluate = nnx.jit(lambda m, x: m(x, train=False)[0])
-    before = evaluate(model, images)
-    np.testing.assert_array_equal(before, evaluate(model, images))
     step = nnx.jit(lambda m, x: m(x, train=True)[0])
     assert not np.allclose(step(model, images), step(model, images))  # fresh dropout masks each call
     # every batch norm (if any) moved its running statistics
@@ -154,16 +169,22 @@ def test_bad_flex_names_are_clear_errors(name, message):
 
 def test_registry_contract():
     families = registry.families()
-    assert {"alexnet", "efficientnet", "cornet", "convnext_torchvision", "resnet_flex", "convnext_flex",
+    assert {"alexnet", "efficientnet", "efficientnet_torchvision", "cornet", "convnext_torchvision", "resnet_flex", "convnext_flex",
             "resnet", "convnext", "cifar_resnet", "tiny_cnn"} <= set(families)
     names = set(registry.names())
     for family in families.values():
         for name, variant in family.variants.items():
             assert name in names and registry.get(name).variant == variant and registry.get(name).family == family.name
-    assert {"alexnet", "efficientnet_b0", "efficientnet_b2", "cornet_s", "convnext_t_tv"} <= names
-    assert registry.get("efficientnet_b2").preprocessing.crop == 288
+    assert {"alexnet", "efficientnet_b0", "efficientnet_b2_tv", "efficientnet_b7_tv", "cornet_s",
+            "convnext_t_tv"} <= names
+    assert registry.get("efficientnet_b2_tv").preprocessing.crop == 288
+    assert registry.get("efficientnet_b2").preprocessing.crop == 256
+    assert registry.get("efficientnet_b0").layers[:3] == ("bn1", "blocks.0.0", "blocks.1.0")
+    assert registry.get("efficientnet_b0_tv").layers[:3] == ("features.0", "features.1.0", "features.2.0")
     assert registry.get("convnext_t_tv").preprocessing.resize == 236
     assert registry.get("cornet_s").layers[:3] == ("V1.output-t0", "V2.output-t0", "V2.output-t1")
+    assert registry.known("resnet_flex:w0.5") and registry.known("alexnet")
+    assert not registry.known("resnet_flex:w-1") and not registry.known("alexnet2")
     with pytest.raises(KeyError, match="flex names: convnext_flex:<variant>, resnet_flex:<variant>"):
         registry.get("resnet_flexx:w1")
 

@@ -1,10 +1,11 @@
-"""Parity of the CNN families with PyTorch: torchvision's AlexNet, EfficientNet-B0, ResNet-18 and ConvNeXt-T, and
+"""Parity of the CNN families with PyTorch: torchvision's AlexNet, EfficientNet-B0, ResNet-18 and ConvNeXt-T, timm's
+EfficientNet-B0, and
 CORnet-S against a PyTorch transcription of the published architecture (dicarlolab/CORnet, cornet_s.py) written
 here. Random weights with batch-norm statistics, norm scales and layer scales moved off their init values are
 exported from PyTorch and loaded by name; inputs are real photos. Logits and every named intermediate that has
 a PyTorch counterpart must agree to max|ours - theirs| / max|theirs| <= 1e-4 in float32.
 
-Needs the ``parity`` extra (torch + torchvision); without it every test here skips and says so.
+Needs the ``parity`` extra (torch + torchvision + timm); without it every test here skips and says so.
 """
 
 import pathlib
@@ -148,14 +149,20 @@ def _torchvision(name):
     return getattr(torchvision.models, name)(weights=None).eval()
 
 
+def _timm(name):
+    timm = pytest.importorskip("timm", reason="timm-layout parity needs timm: pip install 'jaxbrain[parity]'")
+    return timm.create_model(name, pretrained=False).eval()
+
+
 # registry name -> (reference builder, image size). Sizes below 224 keep the heavy nets cheap; the maps and
 # strides are the same code paths.
 CASES = {
     "alexnet": (lambda: _torchvision("alexnet"), 224),
-    "efficientnet_b0": (lambda: _torchvision("efficientnet_b0"), 224),
+    "efficientnet_b0_tv": (lambda: _torchvision("efficientnet_b0"), 224),
+    "efficientnet_b0": (lambda: _timm("efficientnet_b0"), 128),
     "resnet18": (lambda: _torchvision("resnet18"), 224),
-    "convnext_t_tv": (lambda: _torchvision("convnext_tiny"), 160),
-    "cornet_s": (_torch_cornet_s, 128),
+    "convnext_t_tv": (lambda: _torchvision("convnext_tiny"), 128),
+    "cornet_s": (_torch_cornet_s, 96),
 }
 
 

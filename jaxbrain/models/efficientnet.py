@@ -1,4 +1,5 @@
-"""EfficientNet-B0 .. B7 (Tan & Le 2019) in torchvision's layout.
+"""EfficientNet-B0 .. B7 (Tan & Le 2019) in torchvision's layout (``efficientnet_b0_tv``) and timm's
+(``efficientnet_b0`` .. ``_b2``; names via :func:`timm_path`).
 
 ``features.0``: conv 3x3/2 -> BN -> SiLU; ``features.1`` .. ``features.7``: stages of MBConv blocks (expand 1x1 ->
 depthwise kxk -> squeeze-excitation -> project 1x1, residual when stride 1 and widths match); ``features.8``:
@@ -14,6 +15,7 @@ from __future__ import annotations
 import dataclasses
 import math
 import os
+import re
 
 import jax
 import jax.numpy as jnp
@@ -43,6 +45,7 @@ class EfficientNetConfig:
     stochastic_depth: float = 0.2  # drop rate of the last block, linear in block index from 0
     bn_eps: float = 1e-5
     bn_momentum: float = 0.9  # flax convention (PyTorch's 0.1)
+    layout: str = "timm"  # names of `out` keys and checkpoint tensors: "timm" or "torchvision"
 
 
 def decode_variant(variant: str) -> dict:
@@ -157,41 +160,112 @@ class EfficientNet(nnx.Module):
         x = out["avgpool"] = jnp.mean(x, axis=(1, 2))
         x = out["classifier.0"] = self.dropout(x, deterministic=not train)
         logits = out["classifier.1"] = self.classifier["1"](x)
+        if self.config.layout == "timm":
+            out = {timm_path(key): value for key, value in out.items() if key != "classifier.0"}
         return logits, out
 
 
 def candidate_layers(config: EfficientNetConfig) -> tuple[str, ...]:
     """The stem, every MBConv block output, the head conv (``features.8``) and the pooled features."""
     blocks = [f"features.{s + 1}.{i}" for s, stage in enumerate(stage_plan(config)) for i in range(stage[-1])]
-    return ("features.0", *blocks, f"features.{len(_STAGES) + 1}", "avgpool")
+    names = ("features.0", *blocks, f"features.{len(_STAGES) + 1}", "avgpool")
+    return tuple(timm_path(n) for n in names) if config.layout == "timm" else names
+
+
+_TIMM_TOP = {"features.0.0": "conv_stem", "features.0.1": "bn1", "features.0": "bn1", "features.8.0": "conv_head",
+             "features.8.1": "bn2", "features.8": "bn2", "avgpool": "global_pool", "classifier.1": "classifier"}
+# block.J of torchvision's MBConv -> timm's names; stage 1 (expand ratio 1) has no expansion conv.
+_TIMM_BLOCK = {
+    True: {"0.0": "conv_dw", "0.1": "bn1", "0": "bn1", "1": "se", "2.0": "conv_pw", "2.1": "bn2", "2": "bn2"},
+    False: {"0.0": "conv_pw", "0.1": "bn1", "0": "bn1", "1.0": "conv_dw", "1.1": "bn2", "1": "bn2", "2": "se",
+            "3.0": "conv_pwl", "3.1": "bn3", "3": "bn3"},
+}
+_TIMM_SE = {"fc1": "conv_reduce", "fc2": "conv_expand"}
+
+
+def timm_path(path: str) -> str:
+    """torchvision module/parameter path -> timm's: ``features.0.0`` -> ``conv_stem``, ``features.S.I`` ->
+    ``blocks.(S-1).I`` with ``block.J.*`` -> ``conv_pw``/``bn1``/``conv_dw``/``bn2``/``se.conv_reduce``/
+    ``se.conv_expand``/``conv_pwl``/``bn3``, ``features.8`` -> ``conv_head``/``bn2``, ``classifier.1`` ->
+    ``classifier``."""
+    parts = path.split(".")
+    leaf = [parts.pop()] if parts[-1] in ("weight", "bias", "running_mean", "running_var") else []
+    module = ".".join(parts)
+    for tv, timm in _TIMM_TOP.items():
+        if module == tv:
+            return ".".join([timm, *leaf])
+    match = re.fullmatch(r"features\.(\d+)(?:\.(\d+)(?:\.block\.(.+))?)?", module)
+    if match is None or match[1] in ("0", str(len(_STAGES) + 1)):
+        return path
+    stage, block, inner = int(match[1]), match[2], match[3]
+    name = f"blocks.{stage - 1}" + ("" if block is None else f".{block}")
+    if inner is not None:
+        step, _, se_part = inner.partition(".")
+        if se_part in _TIMM_SE and _TIMM_BLOCK[stage == 1].get(step) == "se":
+            inner_name = f"se.{_TIMM_SE[se_part]}"
+        else:
+            inner_name = _TIMM_BLOCK[stage == 1][inner]
+        name = f"{name}.{inner_name}"
+    return ".".join([name, *leaf])
 
 
 def build(variant: str, rngs: nnx.Rngs, num_classes: int | None = None, **overrides) -> EfficientNet:
-    """Randomly initialised EfficientNet ``variant`` ("B0" .. "B7")."""
+    """Randomly initialised EfficientNet ``variant`` ("B0" .. "B7"), timm layout unless ``layout`` is given."""
     fields = {**decode_variant(variant), "num_classes": 1000 if num_classes is None else num_classes, **overrides}
     return EfficientNet(EfficientNetConfig(**fields), rngs=rngs)
 
 
+def build_torchvision(variant: str, rngs: nnx.Rngs, num_classes: int | None = None) -> EfficientNet:
+    """EfficientNet ``variant`` whose ``out`` keys follow torchvision's module paths."""
+    return build(variant, rngs, num_classes, layout="torchvision")
+
+
 def load_weights(model: EfficientNet, path: str | os.PathLike) -> None:
+    """Load a timm EfficientNet checkpoint (names via :func:`timm_path`) in place."""
+    convert.load_checkpoint(model, path, rename=timm_path)
+
+
+def load_torchvision_weights(model: EfficientNet, path: str | os.PathLike) -> None:
     """Load a torchvision EfficientNet checkpoint (.safetensors, or .pth with torch) in place."""
     convert.load_checkpoint(model, path)
 
 
-def preprocessing(variant: str) -> registry.Preprocessing:
+def torchvision_preprocessing(variant: str) -> registry.Preprocessing:
     """torchvision's IMAGENET1K_V1 transforms: bicubic resize, centre crop, ImageNet statistics."""
     crop, resize = _SIZES[variant][3:]
     return registry.Preprocessing(resize=resize, crop=crop, mean=registry.IMAGENET_MEAN, std=registry.IMAGENET_STD,
                                   interpolation="bicubic")
 
 
+# timm's default tags (efficientnet_b0.ra_in1k, b1.ft_in1k, b2.ra_in1k): input size and crop_pct, bicubic.
+_TIMM_INPUT = {"B0": (224, 0.875), "B1": (240, 0.9), "B2": (256, 0.875)}
+
+
+def timm_preprocessing(variant: str) -> registry.Preprocessing:
+    if variant not in _TIMM_INPUT:
+        return torchvision_preprocessing(variant)
+    crop, crop_pct = _TIMM_INPUT[variant]
+    return registry.Preprocessing(resize=math.floor(crop / crop_pct), crop=crop, mean=registry.IMAGENET_MEAN,
+                                  std=registry.IMAGENET_STD, interpolation="bicubic")
+
+
 FAMILIES = (
     registry.Family(
         name="efficientnet",
-        variants={f"efficientnet_{v.lower()}": v for v in _SIZES},
+        variants={f"efficientnet_{v.lower()}": v for v in _TIMM_INPUT},
         build=build,
         layers=lambda v: candidate_layers(EfficientNetConfig(**decode_variant(v))),
-        preprocessing=preprocessing,
+        preprocessing=timm_preprocessing,
         load_weights=load_weights,
+        pretraining_samples=1_281_167.0,
+    ),
+    registry.Family(
+        name="efficientnet_torchvision",
+        variants={f"efficientnet_{v.lower()}_tv": v for v in _SIZES},
+        build=build_torchvision,
+        layers=lambda v: candidate_layers(EfficientNetConfig(**decode_variant(v), layout="torchvision")),
+        preprocessing=torchvision_preprocessing,
+        load_weights=load_torchvision_weights,
         pretraining_samples=1_281_167.0,
     ),
 )

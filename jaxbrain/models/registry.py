@@ -154,6 +154,15 @@ def get(name: str) -> ModelSpec:
     raise KeyError(f"unknown model {name!r}; known models: {', '.join(sorted(_REGISTRY))}; flex names: {flex}")
 
 
+def known(name: str) -> bool:
+    """Whether ``name`` is a registered model or a valid flex name."""
+    try:
+        get(name)
+    except (KeyError, ValueError):
+        return False
+    return True
+
+
 def names() -> list[str]:
     """All registered model names, sorted (flex names are open-ended and not listed)."""
     _load_families()
