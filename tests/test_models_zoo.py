@@ -169,8 +169,8 @@ def test_bad_flex_names_are_clear_errors(name, message):
 
 def test_registry_contract():
     families = registry.families()
-    assert {"alexnet", "efficientnet", "efficientnet_torchvision", "cornet", "convnext_torchvision", "resnet_flex", "convnext_flex",
-            "resnet", "convnext", "cifar_resnet", "tiny_cnn"} <= set(families)
+    assert {"alexnet", "efficientnet", "efficientnet_torchvision", "cornet", "convnext_torchvision", "resnet_flex",
+            "convnext_flex", "resnet", "convnext", "cifar_resnet", "tiny_cnn"} <= set(families)
     names = set(registry.names())
     for family in families.values():
         for name, variant in family.variants.items():

@@ -8,6 +8,7 @@ Every module's output is in ``out`` under its torchvision path (``features.0`` .
 ``classifier.4.bias``), so torchvision state dicts load through :mod:`jaxbrain.models.convert` unchanged.
 The flatten before the classifier is channel-major (C, H, W) as in PyTorch, so checkpoints load without
 permuting ``classifier.1``.
+Layouts, candidate layers and FLOP convention: docs/method.md, "Model zoo".
 """
 
 from __future__ import annotations

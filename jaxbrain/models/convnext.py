@@ -6,8 +6,9 @@ residual; global average pool, ``head.norm``, ``head.fc``. Submodules carry timm
 ``stages.2.downsample.1``, ``stages.2.blocks.5.conv_dw``, ``stages.2.blocks.5.mlp.fc1``), so timm state dicts
 load through :mod:`jaxbrain.models.convert`; ``convnext_*_tv`` names load torchvision checkpoints
 (``features.N.M.block.*``, :func:`torchvision_path`) and name their layers as torchvision does, and
-``convnext_flex:<variant>`` scales width and depth (:func:`decode_flex`). Everything runs channels-last (NHWC), where PyTorch's LayerNorm2d and
-the block's channel-last MLP are plain LayerNorm / Linear over the last axis.
+``convnext_flex:<variant>`` scales width and depth (:func:`decode_flex`; docs/method.md, "Model zoo").
+Everything runs channels-last (NHWC), where PyTorch's LayerNorm2d and the block's channel-last MLP are plain
+LayerNorm / Linear over the last axis.
 """
 
 from __future__ import annotations

@@ -11,6 +11,7 @@ Parameters carry the checkpoint's names (``V4.conv2.weight``, ``IT.norm3_1.runni
 ``decoder.linear.weight``). Every step's output is in ``out`` as the public implementation's hooks name it
 (``V1.output-t0``, ``V2.output-t1``, ``V4.output-t3``, ``decoder.avgpool-t0``), with the block's sub-steps
 (``V4.conv1-t2``, ``V4.norm2_2``) and the final state under ``V4.output``.
+Layouts, candidate layers and FLOP convention: docs/method.md, "Model zoo".
 """
 
 from __future__ import annotations

@@ -8,6 +8,7 @@ B0's scaled by the width multiplier and rounded to multiples of 8 (torchvision's
 counts scaled by the depth multiplier and rounded up. Parameters carry torchvision's names
 (``features.2.0.block.1.0.weight``, ``features.3.1.block.2.fc1.bias``, ``classifier.1.weight``), so torchvision
 state dicts load unchanged; ``out`` holds every block and sub-module output under its torchvision path.
+Layouts, candidate layers and FLOP convention: docs/method.md, "Model zoo".
 """
 
 from __future__ import annotations
