@@ -152,7 +152,7 @@ def inventory_for(models: Iterable[str], path: str | os.PathLike | None = None,
     if rest:
         from jaxbrain.models import registry
 
-        unknown = [m for m in rest if m not in registry.names()]
+        unknown = [m for m in rest if not registry.known(m)]
         if unknown:
             raise KeyError(f"models {unknown} are neither in an inventory nor registry names; {HOW_TO_PROVIDE}")
         registry_rows = model_inventory(rest, samples)

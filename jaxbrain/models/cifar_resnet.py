@@ -133,19 +133,14 @@ def build(name: str, rngs: nnx.Rngs, num_classes: int | None = None) -> CifarRes
     return CifarResNet(DEPTHS[name], 10 if num_classes is None else num_classes, rngs=rngs)
 
 
-def _make_spec(name: str) -> registry.ModelSpec:
-    layers = candidate_layers(DEPTHS[name])
-    return registry.ModelSpec(
-        name=name,
-        family="cifar_resnet",
-        build=lambda rngs, num_classes=None: build(name, rngs, num_classes),
-        layers=layers,
-        depths=registry.normalised_depths(len(layers)),
+FAMILIES = (
+    registry.Family(
+        name="cifar_resnet",
+        variants={name: name for name in DEPTHS},
+        build=build,
+        layers=lambda name: candidate_layers(DEPTHS[name]),
         preprocessing=PREPROCESSING,
         load_weights=load_pretrained,
         pretraining_samples=50_000.0,
-    )
-
-
-for _name in DEPTHS:
-    registry.register(_make_spec(_name))
+    ),
+)

@@ -4,20 +4,24 @@ Patchify stem (4x4 conv, LayerNorm), four stages each opened by a LayerNorm + 2x
 blocks of depthwise 7x7 conv -> LayerNorm -> Linear(4C) -> GELU -> Linear(C) -> layer scale ``gamma`` plus the
 residual; global average pool, ``head.norm``, ``head.fc``. Submodules carry timm's names (``stem.0``,
 ``stages.2.downsample.1``, ``stages.2.blocks.5.conv_dw``, ``stages.2.blocks.5.mlp.fc1``), so timm state dicts
-load through :mod:`jaxbrain.models.convert`. Everything runs channels-last (NHWC), where PyTorch's LayerNorm2d and
-the block's channel-last MLP are plain LayerNorm / Linear over the last axis.
+load through :mod:`jaxbrain.models.convert`; ``convnext_*_tv`` names load torchvision checkpoints
+(``features.N.M.block.*``, :func:`torchvision_path`) and name their layers as torchvision does, and
+``convnext_flex:<variant>`` scales width and depth (:func:`decode_flex`; docs/method.md, "Model zoo").
+Everything runs channels-last (NHWC), where PyTorch's LayerNorm2d and the block's channel-last MLP are plain
+LayerNorm / Linear over the last axis.
 """
 
 from __future__ import annotations
 
 import dataclasses
 import os
+import re
 
 import jax
 import jax.numpy as jnp
 from flax import nnx
 
-from jaxbrain.models import convert, initializers, registry
+from jaxbrain.models import convert, initializers, layers, registry
 
 _SIZES = {
     "T": ((3, 3, 9, 3), (96, 192, 384, 768)),
@@ -34,6 +38,7 @@ class ConvNeXtConfig:
     num_classes: int = 1000
     layer_scale_init: float = 1e-6
     norm_eps: float = 1e-6
+    layout: str = "timm"  # names of `out` keys: "timm" or "torchvision" (see torchvision_path)
 
 
 def decode_variant(variant: str) -> dict:
@@ -56,23 +61,7 @@ class Mlp(nnx.Module):
         return self.fc2(jax.nn.gelu(self.fc1(x), approximate=False))
 
 
-def depthwise_conv(conv: nnx.Conv, x: jax.Array) -> jax.Array:
-    """The block's depthwise 7x7 conv; on CPU as a sum of shifted products, which XLA:CPU fuses into one loop
-    and runs several times faster than its grouped convolution (GPU/TPU keep the native grouped conv)."""
-    if jax.default_backend() != "cpu":
-        return conv(x)
-    kernel = conv.kernel[...].astype(x.dtype)  # (kh, kw, 1, C)
-    kh, kw = kernel.shape[:2]
-    h, w = x.shape[1:3]
-    padded = jnp.pad(x, ((0, 0), (kh // 2, kh // 2), (kw // 2, kw // 2), (0, 0)))
-    acc = None
-    for dy in range(kh):
-        rows = padded[:, dy:dy + h]
-        for dx in range(kw):
-            term = rows[:, :, dx:dx + w, :] * kernel[dy, dx, 0]
-            acc = term if acc is None else acc + term
-    # The barrier keeps XLA from fusing the 49 taps into the LayerNorm that follows (it would recompute them).
-    return jax.lax.optimization_barrier(acc + conv.bias[...].astype(x.dtype))
+depthwise_conv = layers.depthwise_conv  # kept under its old name
 
 
 class ConvNeXtBlock(nnx.Module):
@@ -141,13 +130,45 @@ class ConvNeXt(nnx.Module):
         x = out["head.global_pool"] = jnp.mean(x, axis=(1, 2))
         x = out["head.norm"] = self.head.norm(x)
         logits = out["head.fc"] = self.head.fc(x)
+        if self.config.layout == "torchvision":
+            out = {torchvision_path(key): value for key, value in out.items()}
         return logits, out
 
 
-def candidate_layers(depths: tuple[int, ...]) -> tuple[str, ...]:
+def candidate_layers(depths: tuple[int, ...], layout: str = "timm") -> tuple[str, ...]:
     """The stem, every block output, and the normed pooled features fed to the classifier."""
     blocks = [f"stages.{s}.blocks.{i}" for s, n in enumerate(depths) for i in range(n)]
-    return ("stem", *blocks, "head.norm")
+    names = ("stem", *blocks, "head.norm")
+    return tuple(torchvision_path(n) for n in names) if layout == "torchvision" else names
+
+
+_TV_BLOCK_PARTS = ((".mlp.fc1", ".block.3"), (".mlp.fc2", ".block.5"), (".mlp", ".block.5"), (".conv_dw", ".block.0"),
+                   (".norm", ".block.2"), (".gamma", ".layer_scale"))
+_TV_HEAD = {"head.global_pool": "avgpool", "head.norm": "classifier.0", "head.fc": "classifier.2"}
+
+
+def torchvision_path(path: str) -> str:
+    """timm module/parameter path -> torchvision's: ``stem`` -> ``features.0``, ``stages.s.downsample`` ->
+    ``features.(2s)``, ``stages.s.blocks.i`` -> ``features.(2s+1).i`` (``conv_dw``/``norm``/``mlp.fc1``/``mlp.fc2``
+    -> ``block.0/2/3/5``, ``gamma`` -> ``layer_scale``), ``head.norm``/``head.fc`` -> ``classifier.0``/``.2``."""
+    for head, tv in _TV_HEAD.items():
+        if path == head or path.startswith(head + "."):
+            return tv + path[len(head):]
+    if path == "stem" or path.startswith("stem."):
+        return "features.0" + path[4:]
+    match = re.fullmatch(r"stages\.(\d+)(\.downsample|\.blocks\.(\d+))?(.*)", path)
+    if match is None:
+        return path
+    stage, part, block, rest = int(match[1]), match[2], match[3], match[4]
+    if part == ".downsample":
+        return f"features.{2 * stage}{rest}"
+    if part is None:
+        return f"features.{2 * stage + 1}{rest}"
+    for ours, tv in _TV_BLOCK_PARTS:
+        if rest == ours or rest.startswith(ours + "."):
+            rest = tv + rest[len(ours):]
+            break
+    return f"features.{2 * stage + 1}.{block}{rest}"
 
 
 def build(variant: str, rngs: nnx.Rngs, num_classes: int | None = None, **overrides) -> ConvNeXt:
@@ -156,24 +177,87 @@ def build(variant: str, rngs: nnx.Rngs, num_classes: int | None = None, **overri
     return ConvNeXt(ConvNeXtConfig(**fields), rngs=rngs)
 
 
+def build_torchvision(variant: str, rngs: nnx.Rngs, num_classes: int | None = None) -> ConvNeXt:
+    """ConvNeXt ``variant`` whose ``out`` keys follow torchvision's module paths."""
+    return build(variant, rngs, num_classes, layout="torchvision")
+
+
+def decode_flex(variant: str) -> dict:
+    """Flex variant ``"w0.5:d3-3-9-3"`` -> ConvNeXt config fields.
+
+    ``w`` multiplies ConvNeXt-T's widths 96/192/384/768 (each rounded, at least 1; default 1), ``d`` lists the
+    blocks of the four stages (default 3-3-9-3). ``w1:d3-3-9-3`` is ConvNeXt-T.
+    """
+    multiplier, depths = 1.0, _SIZES["T"][0]
+    for part in variant.split(":"):
+        try:
+            if part.startswith("w"):
+                multiplier = float(part[1:])
+                if not multiplier > 0:
+                    raise ValueError
+            elif part.startswith("d"):
+                depths = tuple(int(n) for n in part[1:].split("-"))
+                if len(depths) != 4 or min(depths) < 1:
+                    raise ValueError
+            else:
+                raise ValueError
+        except ValueError:
+            raise ValueError(f"bad ConvNeXt flex variant {variant!r} at {part!r}; expected fields w<multiplier>, "
+                             f"d<n1>-<n2>-<n3>-<n4> (blocks >= 1), e.g. 'w0.5:d2-2-6-2'") from None
+    return {"depths": depths, "dims": tuple(max(1, round(d * multiplier)) for d in _SIZES["T"][1])}
+
+
+def build_flex(variant: str, rngs: nnx.Rngs, num_classes: int | None = None) -> ConvNeXt:
+    """Randomly initialised flex ConvNeXt (see :func:`decode_flex`), timm layout."""
+    fields = {**decode_flex(variant), "num_classes": 1000 if num_classes is None else num_classes}
+    return ConvNeXt(ConvNeXtConfig(**fields), rngs=rngs)
+
+
 def load_weights(model: ConvNeXt, path: str | os.PathLike) -> None:
     """Load a timm ConvNeXt checkpoint (.safetensors, or .pth/.bin with torch) in place."""
     convert.load_checkpoint(model, path)
 
 
-# timm's default ConvNeXt tags: ImageNet statistics, bicubic, crop_pct 0.875.
+def load_torchvision_weights(model: ConvNeXt, path: str | os.PathLike) -> None:
+    """Load a torchvision ConvNeXt checkpoint in place (names via :func:`torchvision_path`; layer scales are
+    stored (C, 1, 1) there)."""
+    state_dict = convert.strip_prefix(convert.read_state_dict(path), "module.")
+    state_dict = {k: (v.reshape(-1) if k.endswith("layer_scale") else v) for k, v in state_dict.items()}
+    convert.load_state_dict(model, state_dict, source=os.fspath(path), rename=torchvision_path)
+
+
+# timm's default ConvNeXt tags: ImageNet statistics, bicubic, crop_pct 0.875; torchvision's IMAGENET1K_V1
+# transforms: resize as in TORCHVISION_RESIZE, bilinear, crop 224.
 PREPROCESSING = registry.Preprocessing(resize=256, crop=224, mean=registry.IMAGENET_MEAN, std=registry.IMAGENET_STD,
                                        interpolation="bicubic")
+TORCHVISION_RESIZE = {"T": 236, "S": 230, "B": 232, "L": 232}
 
-for _variant in _SIZES:
-    _layers = candidate_layers(decode_variant(_variant)["depths"])
-    registry.register(registry.ModelSpec(
-        name=f"convnext_{_variant.lower()}",
-        family="convnext",
-        build=lambda rngs, num_classes=None, _v=_variant: build(_v, rngs, num_classes),
-        layers=_layers,
-        depths=registry.normalised_depths(len(_layers)),
+FAMILIES = (
+    registry.Family(
+        name="convnext",
+        variants={f"convnext_{v.lower()}": v for v in _SIZES},
+        build=build,
+        layers=lambda v: candidate_layers(decode_variant(v)["depths"]),
         preprocessing=PREPROCESSING,
         load_weights=load_weights,
-        pretraining_samples=None,
-    ))
+    ),
+    registry.Family(
+        name="convnext_torchvision",
+        variants={f"convnext_{v.lower()}_tv": v for v in _SIZES},
+        build=build_torchvision,
+        layers=lambda v: candidate_layers(decode_variant(v)["depths"], layout="torchvision"),
+        preprocessing=lambda v: registry.Preprocessing(resize=TORCHVISION_RESIZE[v], crop=224,
+                                                       mean=registry.IMAGENET_MEAN, std=registry.IMAGENET_STD),
+        load_weights=load_torchvision_weights,
+        pretraining_samples=1_281_167.0,
+    ),
+    registry.Family(
+        name="convnext_flex",
+        variants={},
+        build=build_flex,
+        layers=lambda v: candidate_layers(decode_flex(v)["depths"]),
+        preprocessing=PREPROCESSING,
+        load_weights=load_weights,
+        flex="convnext_flex",
+    ),
+)

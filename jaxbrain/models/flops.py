@@ -1,68 +1,92 @@
-"""Forward FLOPs as the paper counts them: 2 x the multiply-adds of every matrix product and convolution.
+"""Forward FLOPs per image, under two conventions (docs/method.md, "Model zoo").
 
-Published model figures (torchvision's GFLOPS column, timm's and fvcore's GMACs, the paper's C = D x FLOPs_fwd
-with AlexNet's 1.43 GFLOP) count the multiply-adds of linear layers, convolutions and attention products only;
-XLA's cost analysis also counts elementwise work (an exact GELU alone is dozens of operations per element), a few
-percent more. :func:`matmul_flops` walks the traced program instead and counts every ``dot_general`` and
-``conv_general_dilated``, inside nested calls and scans too (see docs/method.md, Model zoo).
+``dense``: 2 x the multiply-adds of every convolution and matrix product, kernel taps over zero padding
+included, nothing for normalisation, activations, pooling or additions. This is how torchvision's and fvcore's
+tables count (their "GFLOPS" columns list multiply-adds; x2 gives FLOPs), so published figures compare with it.
+The count walks the traced program (jaxpr), so it needs no compilation and no device.
+
+``xla``: XLA's cost analysis of the compiled forward. It also counts 2 FLOPs per multiply-add, but only for
+kernel taps that land inside the image (zero padding is free), and adds elementwise work (normalisation,
+activations, pooling): below ``dense`` for small padded maps, above it for activation-heavy nets.
 """
 
 from __future__ import annotations
 
 import math
-from collections.abc import Callable
+from collections.abc import Sequence
 
 import jax
-from jax.extend import core as jex_core
+import jax.numpy as jnp
+from flax import nnx
+
+from jaxbrain.models import layers
+
+CONVENTIONS = ("xla", "dense")
 
 
-def _dot_flops(eqn) -> int:
-    lhs, rhs = (v.aval.shape for v in eqn.invars)
-    (lhs_contract, rhs_contract), (lhs_batch, rhs_batch) = eqn.params["dimension_numbers"]
-    contracted = math.prod(lhs[d] for d in lhs_contract)
-    batch = math.prod(lhs[d] for d in lhs_batch)
-    lhs_free = math.prod(s for d, s in enumerate(lhs) if d not in (*lhs_contract, *lhs_batch))
-    rhs_free = math.prod(s for d, s in enumerate(rhs) if d not in (*rhs_contract, *rhs_batch))
-    return 2 * batch * lhs_free * rhs_free * contracted
-
-
-def _conv_flops(eqn) -> int:
-    kernel = eqn.invars[1].aval.shape
+def _conv_macs(eqn) -> int:
     out = eqn.outvars[0].aval.shape
-    out_channels = kernel[eqn.params["dimension_numbers"].rhs_spec[0]]
-    # every output element sums (input channels per group) x (kernel window) products
-    return 2 * math.prod(out) * (math.prod(kernel) // out_channels)
+    rhs = eqn.invars[1].aval.shape
+    rhs_spec = eqn.params["dimension_numbers"].rhs_spec  # (out feature, in feature, *spatial)
+    taps = math.prod(rhs[d] for d in rhs_spec[2:])
+    return math.prod(out) * rhs[rhs_spec[1]] * taps
+
+
+def _dot_macs(eqn) -> int:
+    (contract, _), _ = eqn.params["dimension_numbers"]
+    lhs = eqn.invars[0].aval.shape
+    return math.prod(eqn.outvars[0].aval.shape) * math.prod(lhs[d] for d in contract)
 
 
 def _sub_jaxprs(eqn):
     for value in eqn.params.values():
         for item in value if isinstance(value, (tuple, list)) else (value,):
-            if isinstance(item, jex_core.ClosedJaxpr):
+            if isinstance(item, jax.extend.core.ClosedJaxpr):
                 yield item.jaxpr
-            elif isinstance(item, jex_core.Jaxpr):
+            elif isinstance(item, jax.extend.core.Jaxpr):
                 yield item
 
 
-def _count(jaxpr) -> int:
+def jaxpr_macs(jaxpr) -> int:
+    """Multiply-adds of the convolutions and dot products in ``jaxpr`` (scan bodies times their length)."""
     total = 0
     for eqn in jaxpr.eqns:
         name = eqn.primitive.name
-        if name == "dot_general":
-            total += _dot_flops(eqn)
-        elif name == "conv_general_dilated":
-            total += _conv_flops(eqn)
-        elif name == "cond":
-            total += max(_count(branch.jaxpr) for branch in eqn.params["branches"])
-        elif name == "while":
-            raise ValueError("matmul_flops: a while loop has no static trip count; count its body per step")
-        elif name == "scan":
-            total += eqn.params["length"] * _count(eqn.params["jaxpr"].jaxpr)
+        if name == "conv_general_dilated":
+            total += _conv_macs(eqn)
+        elif name == "dot_general":
+            total += _dot_macs(eqn)
         else:
-            total += sum(_count(sub) for sub in _sub_jaxprs(eqn))
+            repeat = eqn.params.get("length", 1) if name == "scan" else 1
+            total += repeat * sum(jaxpr_macs(sub) for sub in _sub_jaxprs(eqn))
     return total
 
 
-def matmul_flops(fn: Callable, *args, **kwargs) -> int:
-    """2 x multiply-adds of the matrix products and convolutions of ``fn(*args, **kwargs)`` (args may be
-    ``jax.ShapeDtypeStruct``s: nothing is computed)."""
-    return _count(jax.make_jaxpr(fn)(*args, **kwargs).jaxpr)
+def _logits_fn(model: nnx.Module):
+    graphdef, state = nnx.split(model)
+
+    def logits(state, images):
+        return nnx.merge(graphdef, state)(images, train=False)[0]
+
+    return logits, state
+
+
+def dense_flops(model: nnx.Module, size: int) -> float:
+    """2 x multiply-adds of one ``size`` x ``size`` image's forward (padding taps included)."""
+    logits, state = _logits_fn(model)
+    images = jax.ShapeDtypeStruct((1, size, size, 3), jnp.float32)
+    with layers.native_ops():
+        closed = jax.make_jaxpr(logits)(state, images)
+    return 2.0 * jaxpr_macs(closed.jaxpr)
+
+
+def xla_flops(model: nnx.Module, size: int, name: str = "model") -> float:
+    """XLA's cost-analysis FLOPs of one ``size`` x ``size`` image's compiled forward."""
+    logits, state = _logits_fn(model)
+    images = jax.ShapeDtypeStruct((1, size, size, 3), jnp.float32)
+    analysis = jax.jit(logits).lower(state, images).compile().cost_analysis()
+    if isinstance(analysis, Sequence):
+        analysis = analysis[0]
+    if not analysis or "flops" not in analysis:
+        raise RuntimeError(f"XLA cost analysis returned no FLOP count for {name}")
+    return float(analysis["flops"])

@@ -70,3 +70,17 @@ def lecun_normal():
         return jnp.asarray(std * _truncated_standard_normal(_host_rng(key), shape), dtype)
 
     return init
+
+
+def torch_default():
+    """PyTorch's default Conv/Linear weight init, kaiming_uniform(a=sqrt(5)): U(+-1/sqrt(fan_in))."""
+    traced = jax.nn.initializers.variance_scaling(1.0 / 3.0, "fan_in", "uniform")
+
+    def init(key, shape, dtype=jnp.float32):
+        if isinstance(key, jax.core.Tracer):
+            return traced(key, shape, dtype)
+        receptive = math.prod(shape[:-2]) if len(shape) > 2 else 1
+        bound = 1.0 / math.sqrt(shape[-2] * receptive)
+        return jnp.asarray(_host_rng(key).uniform(-bound, bound, shape), dtype)
+
+    return init

@@ -1,7 +1,10 @@
 """The model registry: every backbone by name, with its candidate layers, preprocessing and weight loader.
 
-Family modules (``cifar_resnet``, ``vit``, ``resnet``, ``convnext``) call :func:`register` at import time;
-:func:`get` and :func:`names` import them on first use.
+One contract for every family (:class:`Family`): a family module declares its families once, in a module-level
+``FAMILIES = (...)``; the registry imports the modules in ``_FAMILY_MODULES`` on first use and makes one
+:class:`ModelSpec` per named variant. A family with ``flex`` set also answers open-ended names
+``<flex>:<variant>`` (e.g. ``resnet_flex:w0.5:d1-1-1-1``), built on demand. :func:`register` still adds a single
+spec directly. Method facts (layouts, flex syntax, FLOP convention, depth rule): docs/method.md, "Model zoo".
 """
 
 from __future__ import annotations
@@ -9,16 +12,17 @@ from __future__ import annotations
 import dataclasses
 import importlib
 import os
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Mapping
 
 import jax
-import jax.numpy as jnp
 from flax import nnx
+
+from jaxbrain.models import flops
 
 IMAGENET_MEAN = (0.485, 0.456, 0.406)
 IMAGENET_STD = (0.229, 0.224, 0.225)
 
-_FAMILY_MODULES = ("tiny_cnn", "cifar_resnet", "resnet", "vit", "convnext")
+_FAMILY_MODULES = ("tiny_cnn", "cifar_resnet", "resnet", "vit", "convnext", "alexnet", "efficientnet", "cornet")
 
 
 @dataclasses.dataclass(frozen=True)
@@ -40,6 +44,7 @@ class ModelSpec:
     preprocessing: Preprocessing
     load_weights: Callable[[nnx.Module, str | os.PathLike], None] | None  # loads a checkpoint file in place
     pretraining_samples: float | None = None  # D for scaling laws, when known
+    variant: str = ""  # the family's variant string this spec was made from
 
     def __post_init__(self):
         if len(self.layers) != len(self.depths):
@@ -48,7 +53,46 @@ class ModelSpec:
             raise ValueError(f"model {self.name}: depths must lie in [0, 1], got {self.depths}")
 
 
+@dataclasses.dataclass(frozen=True)
+class Family:
+    """One architecture family and how to make each of its models.
+
+    ``variants`` maps registry names to the family's variant strings; ``build(variant, rngs, num_classes)``
+    makes a randomly initialised module; ``layers(variant)`` gives its ordered candidate layers;
+    ``preprocessing`` is one setting or a function of the variant. With ``flex`` set, any name
+    ``<flex>:<variant>`` is a model of this family (the variant string is validated by ``layers``).
+    """
+
+    name: str
+    variants: Mapping[str, str]
+    build: Callable[..., nnx.Module]
+    layers: Callable[[str], tuple[str, ...]]
+    preprocessing: Preprocessing | Callable[[str], Preprocessing]
+    load_weights: Callable[[nnx.Module, str | os.PathLike], None] | None = None
+    pretraining_samples: float | None = None
+    flex: str | None = None
+
+    def spec(self, name: str, variant: str) -> ModelSpec:
+        """The registry spec of ``variant`` under ``name``."""
+        layers = tuple(self.layers(variant))
+        pre = self.preprocessing if isinstance(self.preprocessing, Preprocessing) else self.preprocessing(variant)
+        return ModelSpec(
+            name=name,
+            family=self.name,
+            build=lambda rngs, num_classes=None: self.build(variant, rngs, num_classes),
+            layers=layers,
+            depths=normalised_depths(len(layers)),
+            preprocessing=pre,
+            load_weights=self.load_weights,
+            pretraining_samples=self.pretraining_samples,
+            variant=variant,
+        )
+
+
 _REGISTRY: dict[str, ModelSpec] = {}
+_FAMILIES: dict[str, Family] = {}
+_FLEX: dict[str, Family] = {}
+_flex_specs: dict[str, ModelSpec] = {}
 _loaded = False
 
 
@@ -67,27 +111,68 @@ def register(spec: ModelSpec) -> ModelSpec:
     return spec
 
 
+def add_family(family: Family) -> None:
+    """Register every named variant of ``family`` (and its flex prefix)."""
+    if family.name in _FAMILIES:
+        raise ValueError(f"model family {family.name!r} is already registered")
+    _FAMILIES[family.name] = family
+    if family.flex:
+        _FLEX[family.flex] = family
+    for name, variant in family.variants.items():
+        register(family.spec(name, variant))
+
+
 def _load_families() -> None:
     global _loaded
     if not _loaded:
-        for module in _FAMILY_MODULES:
-            importlib.import_module(f"jaxbrain.models.{module}")
         _loaded = True
+        for module_name in _FAMILY_MODULES:
+            module = importlib.import_module(f"jaxbrain.models.{module_name}")
+            for family in getattr(module, "FAMILIES", ()):
+                add_family(family)
+
+
+def _flex_spec(name: str) -> ModelSpec | None:
+    prefix, _, variant = name.partition(":")
+    family = _FLEX.get(prefix)
+    if family is None or not variant:
+        return None
+    if name not in _flex_specs:
+        _flex_specs[name] = family.spec(name, variant)
+    return _flex_specs[name]
 
 
 def get(name: str) -> ModelSpec:
-    """The spec registered as ``name``; an unknown name raises KeyError listing the known names."""
+    """The spec registered as ``name`` (or a flex name); an unknown name raises KeyError listing the known names."""
     _load_families()
-    try:
+    if name in _REGISTRY:
         return _REGISTRY[name]
-    except KeyError:
-        raise KeyError(f"unknown model {name!r}; known models: {', '.join(sorted(_REGISTRY))}") from None
+    spec = _flex_spec(name)
+    if spec is not None:
+        return spec
+    flex = ", ".join(f"{prefix}:<variant>" for prefix in sorted(_FLEX))
+    raise KeyError(f"unknown model {name!r}; known models: {', '.join(sorted(_REGISTRY))}; flex names: {flex}")
+
+
+def known(name: str) -> bool:
+    """Whether ``name`` is a registered model or a valid flex name."""
+    try:
+        get(name)
+    except (KeyError, ValueError):
+        return False
+    return True
 
 
 def names() -> list[str]:
-    """All registered model names, sorted."""
+    """All registered model names, sorted (flex names are open-ended and not listed)."""
     _load_families()
     return sorted(_REGISTRY)
+
+
+def families() -> dict[str, Family]:
+    """Every declared family by name."""
+    _load_families()
+    return dict(_FAMILIES)
 
 
 def param_count(model: nnx.Module) -> int:
@@ -96,19 +181,17 @@ def param_count(model: nnx.Module) -> int:
     return int(sum(leaf.size for leaf in leaves))
 
 
-def forward_flops(spec: ModelSpec, model: nnx.Module) -> float:
-    """Forward FLOPs per image at the spec's crop size, from XLA's cost analysis of the compiled logits."""
-    size = spec.preprocessing.crop
-    graphdef, state = nnx.split(model)
+def forward_flops(spec: ModelSpec, model: nnx.Module, convention: str = "dense", size: int | None = None) -> float:
+    """Forward FLOPs of one image at ``size`` (default the spec's crop size).
 
-    def logits(state, images):
-        return nnx.merge(graphdef, state)(images, train=False)[0]
-
-    images = jax.ShapeDtypeStruct((1, size, size, 3), jnp.float32)
-    compiled = jax.jit(logits).lower(state, images).compile()
-    analysis = compiled.cost_analysis()
-    if isinstance(analysis, Sequence):
-        analysis = analysis[0]
-    if not analysis or "flops" not in analysis:
-        raise RuntimeError(f"XLA cost analysis returned no FLOP count for {spec.name}")
-    return float(analysis["flops"])
+    ``convention="dense"`` (the paper's and the inventory's): 2 x multiply-adds of the convolutions and matrix
+    products, padding taps included, as published tables count; ``"xla"``: XLA's cost analysis of the compiled
+    logits. See
+    :mod:`jaxbrain.models.flops` and docs/method.md, "Model zoo".
+    """
+    size = spec.preprocessing.crop if size is None else size
+    if convention == "xla":
+        return flops.xla_flops(model, size, spec.name)
+    if convention == "dense":
+        return flops.dense_flops(model, size)
+    raise ValueError(f"unknown FLOP convention {convention!r}; known: {', '.join(flops.CONVENTIONS)}")

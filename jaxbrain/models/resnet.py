@@ -1,4 +1,5 @@
-"""ImageNet ResNet-18/34/50/101/152 (He et al. 2016, v1.5: stride on the 3x3 conv) in the torchvision/timm layout.
+"""ImageNet ResNet-18/34/50/101/152 (He et al. 2016, v1.5: stride on the 3x3 conv) in the torchvision/timm layout,
+and width/depth "flex" ResNets named ``resnet_flex:<variant>`` (:func:`decode_flex`).
 
 Submodules carry the checkpoint names (``conv1``, ``bn1``, ``layer3.2.conv2``, ``layer2.0.downsample.1``,
 ``fc``), so torchvision and timm state dicts load through :mod:`jaxbrain.models.convert` without renaming.
@@ -15,6 +16,7 @@ import jax.numpy as jnp
 from flax import nnx
 
 from jaxbrain.models import convert, initializers, registry
+from jaxbrain.models.layers import max_pool
 
 
 @dataclasses.dataclass(frozen=True)
@@ -57,8 +59,7 @@ def _bn(ch, rngs):
 
 def max_pool_3x3_s2(x: jax.Array) -> jax.Array:
     """PyTorch ``MaxPool2d(3, stride=2, padding=1)`` on NHWC."""
-    return jax.lax.reduce_window(x, -jnp.inf, jax.lax.max, (1, 3, 3, 1), (1, 2, 2, 1),
-                                 ((0, 0), (1, 1), (1, 1), (0, 0)))
+    return max_pool(x, 3, 2, 1)
 
 
 class BasicBlock(nnx.Module):
@@ -181,15 +182,60 @@ def load_weights(model: ResNet, path: str | os.PathLike) -> None:
 PREPROCESSING = registry.Preprocessing(resize=256, crop=224, mean=registry.IMAGENET_MEAN, std=registry.IMAGENET_STD,
                                        interpolation="bilinear")
 
-for _variant in _VARIANTS:
-    _layers = candidate_layers(decode_variant(_variant)["layers"])
-    registry.register(registry.ModelSpec(
-        name=f"resnet{_variant}",
-        family="resnet",
-        build=lambda rngs, num_classes=None, _v=_variant: build(_v, rngs, num_classes),
-        layers=_layers,
-        depths=registry.normalised_depths(len(_layers)),
+
+def decode_flex(variant: str) -> dict:
+    """Flex variant ``"w0.5:d1-1-1-1[:basic|:bottleneck]"`` -> ResNet config fields.
+
+    ``w`` multiplies the 64-channel base width (rounded, at least 1 channel; default 1), ``d`` lists the blocks of
+    the four stages (default 2-2-2-2), the block type defaults to basic. ``w1:d3-4-6-3:bottleneck`` is ResNet-50.
+    """
+    fields = {"block": "basic", "layers": (2, 2, 2, 2), "width": 64}
+    for part in variant.split(":"):
+        try:
+            if part in ("basic", "bottleneck"):
+                fields["block"] = part
+            elif part.startswith("w"):
+                multiplier = float(part[1:])
+                if not multiplier > 0:
+                    raise ValueError
+                fields["width"] = max(1, round(64 * multiplier))
+            elif part.startswith("d"):
+                fields["layers"] = tuple(int(n) for n in part[1:].split("-"))
+                if len(fields["layers"]) != 4 or min(fields["layers"]) < 1:
+                    raise ValueError
+            else:
+                raise ValueError
+        except ValueError:
+            raise ValueError(f"bad ResNet flex variant {variant!r} at {part!r}; expected fields w<multiplier>, "
+                             f"d<n1>-<n2>-<n3>-<n4> (blocks >= 1), basic|bottleneck, e.g. 'w0.5:d1-1-1-1'") from None
+    return fields
+
+
+def build_flex(variant: str, rngs: nnx.Rngs, num_classes: int | None = None) -> ResNet:
+    """Randomly initialised flex ResNet (see :func:`decode_flex`)."""
+    return ResNet(ResNetConfig(**decode_flex(variant), num_classes=1000 if num_classes is None else num_classes),
+                  rngs=rngs)
+
+
+# torchvision and timm ResNets share every parameter name (conv1, bn1, layerN.M.*, fc), so one layout loads both.
+FAMILIES = (
+    registry.Family(
+        name="resnet",
+        variants={f"resnet{v}": v for v in _VARIANTS},
+        build=build,
+        layers=lambda v: candidate_layers(decode_variant(v)["layers"]),
         preprocessing=PREPROCESSING,
         load_weights=load_weights,
         pretraining_samples=1_281_167.0,
-    ))
+    ),
+    registry.Family(
+        name="resnet_flex",
+        variants={},
+        build=build_flex,
+        layers=lambda v: candidate_layers(decode_flex(v)["layers"]),
+        preprocessing=PREPROCESSING,
+        load_weights=load_weights,
+        pretraining_samples=1_281_167.0,
+        flex="resnet_flex",
+    ),
+)

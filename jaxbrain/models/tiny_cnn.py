@@ -42,16 +42,17 @@ class TinyCNN(nnx.Module):
         return logits, out
 
 
-def _build(rngs: nnx.Rngs, num_classes: int | None = None) -> TinyCNN:
+def _build(variant: str, rngs: nnx.Rngs, num_classes: int | None = None) -> TinyCNN:
+    del variant  # one size
     return TinyCNN(num_classes or 10, rngs=rngs)
 
 
-registry.register(registry.ModelSpec(
-    name="tiny_cnn",
-    family="tiny_cnn",
-    build=_build,
-    layers=LAYERS,
-    depths=registry.normalised_depths(len(LAYERS)),
-    preprocessing=registry.Preprocessing(resize=32, crop=32, mean=(0.5, 0.5, 0.5), std=(0.25, 0.25, 0.25)),
-    load_weights=None,
-))
+FAMILIES = (
+    registry.Family(
+        name="tiny_cnn",
+        variants={"tiny_cnn": ""},
+        build=_build,
+        layers=lambda variant: LAYERS,
+        preprocessing=registry.Preprocessing(resize=32, crop=32, mean=(0.5, 0.5, 0.5), std=(0.25, 0.25, 0.25)),
+    ),
+)
