@@ -68,13 +68,14 @@ def describe(label: str, name: str, *, pretrained: bool, given: Mapping[str, Any
     given = dict(given or {})
     samples = given.get("samples", spec.pretraining_samples if pretrained else 0.0)
     source = given.get("source", "own" if pretrained else "untrained")
-    objective = given.get("objective", "SUP" if pretrained else "")
+    objective = given.get("objective", spec.objective if pretrained else "")
     if source not in SOURCES or objective not in (*OBJECTIVES, ""):
         raise ValueError(f"model {label}: inventory source {source!r} / objective {objective!r}; expected a source "
                          f"in {SOURCES} and an objective in {OBJECTIVES}")
     samples = float("nan") if samples is None else float(samples)
     return dict(model=label, source=source, family=spec.family, architecture=name, params=params, flops=flops,
-                samples=samples, dataset=str(given.get("dataset", "")), objective=objective,
+                samples=samples, dataset=str(given.get("dataset", spec.dataset if pretrained else "")),
+                objective=objective,
                 compute=samples * flops)
 
 

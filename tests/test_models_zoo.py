@@ -174,7 +174,8 @@ def test_registry_contract():
     names = set(registry.names())
     for family in families.values():
         for name, variant in family.variants.items():
-            assert name in names and registry.get(name).variant == variant and registry.get(name).family == family.name
+            spec = registry.get(name)
+            assert name in names and spec.variant == variant and spec.family == (family.architecture or family.name)
     assert {"alexnet", "efficientnet_b0", "efficientnet_b2_tv", "efficientnet_b7_tv", "cornet_s",
             "convnext_t_tv"} <= names
     assert registry.get("efficientnet_b2_tv").preprocessing.crop == 288

@@ -45,6 +45,8 @@ class ModelSpec:
     load_weights: Callable[[nnx.Module, str | os.PathLike], None] | None  # loads a checkpoint file in place
     pretraining_samples: float | None = None  # D for scaling laws, when known
     variant: str = ""  # the family's variant string this spec was made from
+    objective: str = "SUP"  # pretraining objective of its published weights: SUP, SSL, image-language, adversarial
+    dataset: str = ""  # pretraining dataset of its published weights, when known
 
     def __post_init__(self):
         if len(self.layers) != len(self.depths):
@@ -71,6 +73,9 @@ class Family:
     load_weights: Callable[[nnx.Module, str | os.PathLike], None] | None = None
     pretraining_samples: float | None = None
     flex: str | None = None
+    architecture: str = ""  # the models' family column (default: ``name``) when several families share one
+    objective: str = "SUP"
+    dataset: str = ""
 
     def spec(self, name: str, variant: str) -> ModelSpec:
         """The registry spec of ``variant`` under ``name``."""
@@ -78,7 +83,7 @@ class Family:
         pre = self.preprocessing if isinstance(self.preprocessing, Preprocessing) else self.preprocessing(variant)
         return ModelSpec(
             name=name,
-            family=self.name,
+            family=self.architecture or self.name,
             build=lambda rngs, num_classes=None: self.build(variant, rngs, num_classes),
             layers=layers,
             depths=normalised_depths(len(layers)),
@@ -86,6 +91,8 @@ class Family:
             load_weights=self.load_weights,
             pretraining_samples=self.pretraining_samples,
             variant=variant,
+            objective=self.objective,
+            dataset=self.dataset,
         )
 
 

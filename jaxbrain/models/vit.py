@@ -20,6 +20,7 @@ transformer variants".
 from __future__ import annotations
 
 import dataclasses
+import functools
 import os
 
 import jax
@@ -404,37 +405,43 @@ def flex_name(width: int, depth: int, heads: int | None = None, patch: int = 16)
     return f"{FLEX_PREFIX}:d{width}:L{depth}:h{heads or max(width // 64, 1)}:p{patch}"
 
 
-def _make_spec(name, variant, pre, samples, overrides, layout):
-    depth = (decode_flex(variant) if variant.startswith(FLEX_PREFIX) else decode_variant(variant))["depth"]
-    layers = candidate_layers(depth)
+# registry name -> (objective, pretraining dataset) of the published weights, where not supervised ImageNet
+_OBJECTIVES = {"dinov2": ("SSL", "LVD-142M"), "dinov3": ("SSL", "LVD-1689M"), "clip": ("image-language", "WIT-400M")}
 
+
+def _family(name: str, variant: str, pre, samples, overrides: dict, layout: str) -> registry.Family:
+    """One registry entry of MODELS as a family of its own (they differ in preprocessing, fields and layout)."""
     fields = {"img_size": pre.crop, **overrides}
     default_classes = fields.pop("num_classes", 1000)
+    objective, dataset = _OBJECTIVES.get(name.split("_")[0], ("SUP", "ImageNet-1k" if samples else ""))
 
-    def build_entry(rngs, num_classes=None):
+    def build_variant(variant, rngs, num_classes=None):
         return build(variant, rngs, default_classes if num_classes is None else num_classes, **fields)
 
-    def load_entry(model, path):
-        load_weights(model, path, layout)
+    return registry.Family(name=name, variants={name: variant}, build=build_variant,
+                           layers=lambda v: candidate_layers(decode_variant(v)["depth"]), preprocessing=pre,
+                           load_weights=functools.partial(load_weights, layout=layout), pretraining_samples=samples,
+                           architecture="vit", objective=objective, dataset=dataset)
 
-    return registry.ModelSpec(name=name, family="vit", build=build_entry, layers=layers,
-                              depths=registry.normalised_depths(len(layers)), preprocessing=pre,
-                              load_weights=load_entry, pretraining_samples=samples)
+
+def _flex_layers(variant: str) -> tuple[str, ...]:
+    return candidate_layers(decode_flex(f"{FLEX_PREFIX}:{variant}")["depth"])
+
+
+def _flex_build(variant: str, rngs, num_classes=None):
+    return build(f"{FLEX_PREFIX}:{variant}", rngs, 1000 if num_classes is None else num_classes,
+                 img_size=_DEIT_PRE.crop)
 
 
 def flex_spec(name: str) -> registry.ModelSpec:
-    """Register (once) and return the spec of any ``vit_flex:...`` name, trained DeiT-style on ImageNet."""
+    """The spec of any ``vit_flex:...`` name (trained DeiT-style on ImageNet); the same as ``registry.get``."""
     decode_flex(name)  # validates
-    if name not in _FLEX_SPECS:
-        _FLEX_SPECS[name] = registry.register(_make_spec(name, name, _DEIT_PRE, None, {}, "timm"))
-    return _FLEX_SPECS[name]
+    return registry.get(name)
 
 
-_FLEX_SPECS: dict[str, registry.ModelSpec] = {}
-
-
-for _name, (_variant, _pre, _samples, _overrides, _layout) in MODELS.items():
-    registry.register(_make_spec(_name, _variant, _pre, _samples, _overrides, _layout))
-for _width in FLEX_WIDTHS:
-    for _depth in FLEX_DEPTHS:
-        flex_spec(flex_name(_width, _depth))
+FLEX = registry.Family(
+    name=FLEX_PREFIX, flex=FLEX_PREFIX, architecture="vit", build=_flex_build, layers=_flex_layers,
+    variants={flex_name(w, d): flex_name(w, d).partition(":")[2] for w in FLEX_WIDTHS for d in FLEX_DEPTHS},
+    preprocessing=_DEIT_PRE, load_weights=functools.partial(load_weights, layout="timm"),
+    dataset="ImageNet-1k")
+FAMILIES = (*(_family(name, *entry) for name, entry in MODELS.items()), FLEX)
