@@ -49,6 +49,11 @@ def _unit_rows(rng, k, c):
     return v / np.linalg.norm(v, axis=1, keepdims=True)
 
 
+def stimulus_ids(n: int) -> list[str]:
+    """The ids of the planted stimuli; token row i belongs to id i."""
+    return [f"tok{i:05d}" for i in range(n)]
+
+
 def generate(plant: TokenPlant) -> tuple[neural.NeuralDataset, np.ndarray]:
     """The dataset (ROI "planted", subjects s0..) and the (n_stimuli, T, C) float32 tokens in stimulus-id order."""
     if plant.n_test >= plant.n_stimuli or plant.n_repeats < 2:
@@ -58,7 +63,7 @@ def generate(plant: TokenPlant) -> tuple[neural.NeuralDataset, np.ndarray]:
     queries, values = (_unit_rows(rng, plant.n_latents, plant.n_channels) for _ in range(2))
     z = latents(tokens.astype(np.float64), queries, values, plant.sharpness)
     z = (z - z.mean(0)) / z.std(0)
-    ids = [f"tok{i:05d}" for i in range(plant.n_stimuli)]
+    ids = stimulus_ids(plant.n_stimuli)
     split = ["test" if i >= plant.n_stimuli - plant.n_test else "train" for i in range(plant.n_stimuli)]
     trials = {}
     for s in range(plant.n_subjects):

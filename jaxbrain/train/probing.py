@@ -95,6 +95,17 @@ def epoch_cosine(lr: float, epochs: int, steps_per_epoch: int) -> optax.Schedule
     return schedule
 
 
+_TRAINERS: dict = {}
+
+
+def _make_trainer(cfg, train, shape, n_targets, seed, steps_per_epoch, mesh) -> tuple[step.Trainer, int]:
+    model = probes.build(cfg, shape, list(n_targets), seed)
+    schedule = epoch_cosine(train.lr, train.epochs, steps_per_epoch)
+    tx = optax.chain(optax.clip_by_global_norm(train.clip_norm), optax.adamw(schedule, weight_decay=train.weight_decay))
+    trainer = step.Trainer(model, tx, _mse, mesh, compute_dtype=train.compute_dtype, seed=seed, schedule=schedule)
+    return trainer, probes.parameter_count(model)
+
+
 def _mse(model, batch, frozen):
     prediction = model(batch["tokens"], frozen["subject"]).astype(jnp.float32)
     mask = batch["row_mask"][:, None] * frozen["target_mask"][None, :]
@@ -118,13 +129,12 @@ class SystemTrainer:
         self.mesh = mesh_lib.make_mesh(1, devices)
         self.batch = -(-train.batch_size // len(devices)) * len(devices)
         self.steps_per_epoch = sum(math.ceil(len(s.train_rows) / train.batch_size) for s in subjects)
-        self.model = probes.build(cfg, probes.token_shape(tokens.shape[1:]), [s.n_targets for s in subjects], seed)
-        self.parameters = probes.parameter_count(self.model)
-        schedule = epoch_cosine(train.lr, train.epochs, self.steps_per_epoch)
-        tx = optax.chain(optax.clip_by_global_norm(train.clip_norm),
-                         optax.adamw(schedule, weight_decay=train.weight_decay))
-        self.trainer = step.Trainer(self.model, tx, _mse, self.mesh, compute_dtype=train.compute_dtype, seed=seed,
-                                    schedule=schedule)
+        shape, n_targets = probes.token_shape(tokens.shape[1:]), tuple(s.n_targets for s in subjects)
+        key = (cfg, train, shape, n_targets, seed, self.steps_per_epoch, tuple(devices))
+        if key not in _TRAINERS:  # SS systems of equal shape start identical: one compiled step serves them all
+            _TRAINERS.clear()
+            _TRAINERS[key] = _make_trainer(cfg, train, shape, n_targets, seed, self.steps_per_epoch, self.mesh)
+        self.trainer, self.parameters = _TRAINERS[key]
 
     def _frozen(self, subject: int) -> dict:
         mask = np.zeros(self.n_max, np.float32)
@@ -142,7 +152,7 @@ class SystemTrainer:
 
     def fit(self, checkpoint_dir=None, settings: dict | None = None, on_epoch=None):
         """Trains every epoch not yet checkpointed; returns the final state and the last epoch's mean loss."""
-        state, done, manager = self.trainer.init_state(), 0, None
+        state, done, manager = jax.tree.map(jnp.array, self.trainer.init_state()), 0, None
         if checkpoint_dir is not None:
             manager = checkpoint.Checkpointer(checkpoint_dir, settings or {}, keep=1, async_save=False)
             restored, saved = manager.restore(self.trainer.abstract_state(), {})
