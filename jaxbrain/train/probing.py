@@ -103,6 +103,7 @@ def _make_trainer(cfg, train, shape, n_targets, seed, steps_per_epoch, mesh) -> 
     schedule = epoch_cosine(train.lr, train.epochs, steps_per_epoch)
     tx = optax.chain(optax.clip_by_global_norm(train.clip_norm), optax.adamw(schedule, weight_decay=train.weight_decay))
     trainer = step.Trainer(model, tx, _mse, mesh, compute_dtype=train.compute_dtype, seed=seed, schedule=schedule)
+    trainer.seed = seed  # the step compiles on first use; another seed's state runs through the same step
     return trainer, probes.parameter_count(model)
 
 
@@ -130,11 +131,14 @@ class SystemTrainer:
         self.batch = -(-train.batch_size // len(devices)) * len(devices)
         self.steps_per_epoch = sum(math.ceil(len(s.train_rows) / train.batch_size) for s in subjects)
         shape, n_targets = probes.token_shape(tokens.shape[1:]), tuple(s.n_targets for s in subjects)
-        key = (cfg, train, shape, n_targets, seed, self.steps_per_epoch, tuple(devices))
-        if key not in _TRAINERS:  # SS systems of equal shape start identical: one compiled step serves them all
+        key = (cfg, train, shape, n_targets, self.steps_per_epoch, tuple(devices))
+        if key not in _TRAINERS:  # one compiled step for every system of this shape (SS subjects, seeds)
             _TRAINERS.clear()
             _TRAINERS[key] = _make_trainer(cfg, train, shape, n_targets, seed, self.steps_per_epoch, self.mesh)
         self.trainer, self.parameters = _TRAINERS[key]
+        self.initial_state = (self.trainer.initial_state if self.trainer.seed == seed else
+                              _make_trainer(cfg, train, shape, n_targets, seed, self.steps_per_epoch,
+                                            self.mesh)[0].initial_state)
 
     def _frozen(self, subject: int) -> dict:
         mask = np.zeros(self.n_max, np.float32)
@@ -152,7 +156,8 @@ class SystemTrainer:
 
     def fit(self, checkpoint_dir=None, settings: dict | None = None, on_epoch=None):
         """Trains every epoch not yet checkpointed; returns the final state and the last epoch's mean loss."""
-        state, done, manager = jax.tree.map(jnp.array, self.trainer.init_state()), 0, None
+        initial = jax.tree.map(jnp.array, self.initial_state)  # a copy: the step donates its input
+        state, done, manager = mesh_lib.place(initial, self.trainer.shardings), 0, None
         if checkpoint_dir is not None:
             manager = checkpoint.Checkpointer(checkpoint_dir, settings or {}, keep=1, async_save=False)
             restored, saved = manager.restore(self.trainer.abstract_state(), {})
