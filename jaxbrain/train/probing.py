@@ -114,6 +114,12 @@ def _mse(model, batch, frozen):
     return loss, {}
 
 
+def _host_tokens(tokens) -> np.ndarray:
+    """Tokens as sent to the device: float16 stays float16 (half the transfer), anything else float32."""
+    tokens = np.asarray(tokens)
+    return tokens if tokens.dtype == np.float16 else tokens.astype(np.float32)
+
+
 def _padded(array: np.ndarray, size: int) -> np.ndarray:
     pad = size - len(array)
     return np.pad(array, [(0, pad)] + [(0, 0)] * (array.ndim - 1)) if pad else array
@@ -149,7 +155,7 @@ class SystemTrainer:
         data = self.subjects[subject]
         targets = np.zeros((len(index), self.n_max), np.float32)
         targets[:, : data.n_targets] = data.y_train[index]
-        local = {"tokens": _padded(np.asarray(self.tokens[data.train_rows[index]], np.float32), self.batch),
+        local = {"tokens": _padded(_host_tokens(self.tokens[data.train_rows[index]]), self.batch),
                  "targets": _padded(targets, self.batch),
                  "row_mask": _padded(np.ones(len(index), np.float32), self.batch)}
         return mesh_lib.global_batch(local, self.mesh)
@@ -185,7 +191,7 @@ class SystemTrainer:
         model.eval()
         out = []
         for i in range(0, len(rows), self.batch):
-            chunk = np.asarray(self.tokens[rows[i:i + self.batch]], np.float32)
+            chunk = _host_tokens(self.tokens[rows[i:i + self.batch]])
             out.append(np.asarray(_forward(model, jnp.asarray(_padded(chunk, self.batch)), subject))[: len(chunk)])
         return np.concatenate(out)[:, : self.subjects[subject].n_targets].astype(np.float32)
 
