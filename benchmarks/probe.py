@@ -154,8 +154,8 @@ def main():
     parser.add_argument("--batch", type=int, default=256)
     parser.add_argument("--threads", type=int, default=2)
     args = parser.parse_args()
-    gpu_defaults, cpu_defaults = dict(subjects=8, stimuli=9000, targets=2000), dict(subjects=2, stimuli=512, targets=100)
-    for key, value in (gpu_defaults if args.gpu else cpu_defaults).items():
+    defaults = dict(subjects=8, stimuli=9000, targets=2000) if args.gpu else dict(subjects=2, stimuli=512, targets=100)
+    for key, value in defaults.items():
         if getattr(args, key) is None:
             setattr(args, key, value)
     if args.smoke:

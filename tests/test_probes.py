@@ -87,7 +87,7 @@ def test_forward_equals_float64_numpy(readout):
     model.eval()
     tokens = rng.standard_normal((3, 5, 6)).astype(np.float32)
     for subject, n in enumerate((4, 2)):
-        got = np.asarray(model(tokens, subject))[:, :n]
+        got = np.asarray(probing._forward(model, tokens, subject))[:, :n]
         np.testing.assert_allclose(got, numpy_forward(model, tokens, subject), rtol=2e-4, atol=2e-5)
 
 
@@ -103,7 +103,7 @@ def test_token_adapter_shapes():
         probes.as_tokens(np.zeros((2, 3, 4, 5, 6)))
     model = probes.build(probes.ProbeConfig(**SMALL), (12, 5), [3], seed=0)
     model.eval()
-    assert model(feature_map.astype(np.float32), 0).shape == (2, 3)
+    assert probing._forward(model, feature_map.astype(np.float32), 0).shape == (2, 3)
 
 
 def _leaf_count(tree) -> int:
@@ -206,19 +206,28 @@ def _mean_r_nc(system, state):
 
 
 def test_attention_beats_pooled_ridge_on_planted_attention():
-    """Responses read tokens through a content-based attention pattern: the probe must beat ridge on the mean-pooled
-    tokens by at least 0.3 in r_NC (measured: about 0.95 vs 0.35)."""
-    dataset, tokens = planted_tokens.generate(planted_tokens.TokenPlant(n_subjects=2, n_stimuli=400))
-    problem, subjects = _subjects(dataset)
+    """Responses read tokens through a content-based attention pattern: the bf16 MS probe must beat ridge on the
+    mean-pooled tokens by at least 0.3 in r_NC (measured: 0.90 vs 0.35). The second subject keeps 5 of its
+    12 targets: its padded head entries must stay exactly zero, parameters float32."""
+    dataset, tokens = planted_tokens.generate(planted_tokens.TokenPlant(n_subjects=2, n_stimuli=600))
+    problem, (first, second) = _subjects(dataset)
+    second = dataclasses.replace(second, y_train=second.y_train[:, :5], y_test=second.y_test[:, :5],
+                                 ceiling=second.ceiling[:5])
     cfg = probes.ProbeConfig(readout="attention", d_model=32, n_heads=4, n_queries=4, dropout=0.1)
-    system = probing.SystemTrainer(cfg, probing.TrainConfig(epochs=20, lr=3e-3, batch_size=64,
-                                                            compute_dtype="float32"), tokens, subjects, seed=0)
+    system = probing.SystemTrainer(cfg, probing.TrainConfig(epochs=20, lr=5e-3, batch_size=64), tokens,
+                                   [first, second], seed=0)
     state, _ = system.fit()
     probe = _mean_r_nc(system, state)
     ridge_scores = pipeline.score_layer(problem, tokens.mean(1), pipeline.ScoringConfig(similarity=False,
                                                                                          n_bootstrap=0), gram=False)
     ridge = float(np.mean([np.nanmean(s.test_r_nc) for s in ridge_scores.values()]))
-    assert probe > 0.8 and probe > ridge + 0.3, (probe, ridge)
+    assert probe > 0.75 and probe > ridge + 0.3, (probe, ridge)
+    assert {x.dtype for x in jax.tree.leaves(state["params"])} == {jnp.dtype("float32")}
+    model = system.trainer.model(state)
+    assert model.encoder.proj.dtype == jnp.bfloat16
+    kernel, bias = np.asarray(model.heads.kernel[...]), np.asarray(model.heads.bias[...])
+    assert not kernel[1, :, 5:].any() and not bias[1, 5:].any() and kernel[1, :, :5].any() and bias[1, :5].any()
+    assert system.predict(state, 1, second.test_rows).shape == (100, 5)
 
 
 def test_multi_subject_beats_single_subject_at_small_f():
@@ -238,20 +247,3 @@ def test_multi_subject_beats_single_subject_at_small_f():
         single = probing.SystemTrainer(cfg, train, tokens, [subject], seed=0)
         ss.append(_mean_r_nc(single, single.fit()[0]))
     assert ms > np.mean(ss) + 0.08, (ms, ss)
-
-
-def test_bf16_training_keeps_float32_parameters_and_padding_zero():
-    dataset, tokens = planted_tokens.generate(planted_tokens.TokenPlant(n_subjects=2, n_stimuli=60, n_test=20))
-    _, (first, second) = _subjects(dataset)
-    second = dataclasses.replace(second, y_train=second.y_train[:, :5], y_test=second.y_test[:, :5],
-                                 ceiling=second.ceiling[:5])
-    system = probing.SystemTrainer(probes.ProbeConfig(**SMALL), probing.TrainConfig(epochs=1, batch_size=32),
-                                   tokens, [first, second], seed=0)
-    state, loss = system.fit()
-    assert np.isfinite(loss)
-    assert {x.dtype for x in jax.tree.leaves(state["params"])} == {jnp.dtype("float32")}
-    model = system.trainer.model(state)
-    assert model.encoder.proj.dtype == jnp.bfloat16
-    kernel, bias = np.asarray(model.heads.kernel[...]), np.asarray(model.heads.bias[...])
-    assert not kernel[1, :, 5:].any() and not bias[1, 5:].any() and kernel[1, :, :5].any() and bias[1, :5].any()
-    assert system.predict(state, 1, second.test_rows).shape == (20, 5)
