@@ -60,13 +60,25 @@ def _sinusoid(n, d, base):
     return code
 
 
+def _block(x, block, n_heads, context=None):
+    normed = _layer_norm(x, block.norm)
+    x = x + _attention(normed, normed if context is None else context, block.attention, n_heads)
+    if block.ff_norm is not None:
+        x = x + _dense(_gelu(_dense(_layer_norm(x, block.ff_norm), block.ff_in)), block.ff_out)
+    return x
+
+
 def numpy_forward(model: probes.Readout, tokens: np.ndarray, subject: int) -> np.ndarray:
     cfg = model.cfg
     x = _np(tokens)
     x = _layer_norm(_dense(x, model.encoder.proj), model.encoder.norm) + _sinusoid(x.shape[1], cfg.d_model, 1e4)
     if cfg.readout == "attention":
+        if cfg.token_encoder:
+            x = _block(x, model.token_block, cfg.n_heads)
         q = np.broadcast_to(_np(model.queries[...]), (x.shape[0], cfg.n_queries, cfg.d_model))
-        q = q + _attention(_layer_norm(q, model.cross.norm), x, model.cross.attention, cfg.n_heads)
+        if cfg.query_self_attention:
+            q = _block(q, model.query_block, cfg.n_heads)
+        q = _block(q, model.cross, cfg.n_heads, context=x)
         feats = _layer_norm(q, model.final_norm).reshape(x.shape[0], -1)
     elif cfg.readout == "lowrank":
         feats = _dense(x.mean(1), model.down)
@@ -76,9 +88,13 @@ def numpy_forward(model: probes.Readout, tokens: np.ndarray, subject: int) -> np
     return feats @ _np(model.heads.kernel[...])[subject][:, :n] + _np(model.heads.bias[...])[subject][:n]
 
 
-@pytest.mark.parametrize("readout", probes.READOUTS)
-def test_forward_equals_float64_numpy(readout):
-    model = probes.build(probes.ProbeConfig(readout=readout, rank=5, hidden=7, **SMALL), (5, 6), [4, 2], seed=3)
+OPTIONS = dict(feed_forward=True, query_self_attention=True, token_encoder=True)
+
+
+@pytest.mark.parametrize("readout,options", [("attention", {}), ("attention", OPTIONS), ("lowrank", {}), ("mlp", {})])
+def test_forward_equals_float64_numpy(readout, options):
+    model = probes.build(probes.ProbeConfig(readout=readout, rank=5, hidden=7, **SMALL, **options), (5, 6), [4, 2],
+                         seed=3)
     # perturb LayerNorm scales/biases and head biases off their init so the reference checks their use
     rng = np.random.default_rng(0)
     for path, var in nnx.iter_graph(model):
