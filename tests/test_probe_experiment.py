@@ -40,7 +40,7 @@ def test_subsample_rows_follow_seeded_permutation():
 
 def test_mapping_sweep_on_planted_tokens(tmp_path):
     config = _config("configs/mapping_scaling.py:local=true,readouts=LINEAR-SS+ATTENTION-MS,seeds=0+1,"
-                     "fractions=0.25+1.0,n_bootstrap=20,epochs=2", *TINY_PLANT)
+                     "fractions=0.25+1.0,n_bootstrap=10,epochs=1", *TINY_PLANT)
     summary = mapping_scaling.run(config, tmp_path)
     table = pd.read_csv(tmp_path / "readouts.csv")
     assert set(table.model) == {"LINEAR-SS", "ATTENTION-MS"} and set(table.fraction) == {0.25, 1.0}
