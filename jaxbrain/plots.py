@@ -255,3 +255,26 @@ def training_curves(frame: pd.DataFrame, path, *, x: str = "step", skip: tuple[s
         ax.set_visible(False)
     fig.tight_layout()
     return _save(fig, path)
+
+
+def pareto(frame: pd.DataFrame, path, *, score: str = "r_nc", size: str = "parameters",
+           label: str = "model") -> pathlib.Path:
+    """Score against parameters (log x) per readout, the Pareto front (no other point is smaller and better)
+    joined by a line."""
+    missing = {score, size, label} - set(frame.columns)
+    if missing:
+        raise ValueError(f"pareto: frame lacks columns {sorted(missing)}")
+    if frame.empty or (frame[size] <= 0).any():
+        raise ValueError("pareto: need at least one point, every size > 0")
+    fig, ax = plt.subplots(figsize=(5.5, 4.0), constrained_layout=True)
+    for colour, row in zip(_colours(len(frame)), frame.itertuples()):
+        ax.scatter(getattr(row, size), getattr(row, score), color=colour, s=40, label=str(getattr(row, label)))
+    ordered = frame.sort_values([size, score], ascending=[True, False])
+    front = ordered[ordered[score] >= ordered[score].cummax()]
+    ax.plot(front[size], front[score], color="0.4", lw=1, ls="--")
+    ax.set_xscale("log")
+    ax.set_xlabel("Parameters per system (geometric mean)")
+    ax.set_ylabel("Alignment score (normalised r)")
+    ax.grid(alpha=0.3, which="both", lw=0.5)
+    ax.legend(fontsize=8, frameon=False)
+    return _save(fig, path)
