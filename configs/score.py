@@ -9,7 +9,7 @@ several joined by '+': `planted_ephys`, a prepared `.h5` file, or `reader:source
 
 import ml_collections
 
-from configs.common import parse_arg
+from configs.common import model_label, parse_arg
 from jaxbrain.ridge import DEFAULT_ALPHAS
 
 
@@ -41,7 +41,7 @@ def get_config(arg: str | None = None):
     config = base_config()
     config.benchmarks = tuple(args.benchmark.split("+"))
     config.features.keep = args.keep
-    config.models = {args.model: {"name": args.model, "weights": args.weights, "seed": args.seed,
+    config.models = {model_label(args.model): {"name": args.model, "weights": args.weights, "seed": args.seed,
                                   "layers": tuple(layer for layer in args.layers if layer)}}
     config.lock()
     return config

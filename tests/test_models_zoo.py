@@ -213,19 +213,31 @@ def test_convnext_torchvision_names():
     assert convnext.torchvision_path("head.norm.weight") == "classifier.0.weight"
 
 
-def test_alexnet_scores_on_a_planted_benchmark(tmp_path):
-    """The score experiment end to end with a new family: every candidate layer is scored and committed ones
-    come from AlexNet's layers."""
+SCORED = ("alexnet", "efficientnet_b0", "resnet_flex:w0.25:d1-1-1-1", "convnext_flex:w0.25:d1-1-1-1",
+          "vit_flex:d64:L2:h2:p16")
+
+
+def _label(name: str) -> str:
+    return name.replace(":", "_").replace(".", "p")
+
+
+def test_new_families_score_on_a_planted_benchmark(tmp_path):
+    """The score experiment end to end with the new families: AlexNet with every candidate layer, the others with
+    their last two; committed layers come from each model's own layers."""
     config = launch.load_config(str(ROOT / "configs/quickstart.py:scale=0.1,control=false"))
     with config.unlocked():
         config.benchmarks = ("planted_ephys",)
         config.progress = False
         config.n_bootstrap = 20
-        config.models = {"alexnet": {"name": "alexnet", "weights": "", "seed": 0, "layers": ()}}
+        config.models = {_label(name): {"name": name, "weights": "", "seed": 0,
+                                        "layers": () if name == "alexnet" else registry.get(name).layers[-2:]}
+                         for name in SCORED}
     summary = launch.launch(config, tmp_path)
-    spec = registry.get("alexnet")
     table = results.read_table(tmp_path)
-    assert set(table[table.stage == "cv"].layer) == set(spec.layers)
-    rois = summary["alexnet"]["benchmarks"]["planted_ephys"]["rois"]
-    assert set(rois) == {"V1", "V4", "IT"}
-    assert all(entry["layer"] in spec.layers and np.isfinite(entry["r_nc"]) for entry in rois.values())
+    cv = table[table.stage == "cv"]
+    assert set(cv[cv.model == "alexnet"].layer) == set(registry.get("alexnet").layers)
+    for name in SCORED:
+        spec = registry.get(name)
+        rois = summary[_label(name)]["benchmarks"]["planted_ephys"]["rois"]
+        assert set(rois) == {"V1", "V4", "IT"}
+        assert all(entry["layer"] in spec.layers and np.isfinite(entry["r_nc"]) for entry in rois.values()), name

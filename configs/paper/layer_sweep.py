@@ -8,7 +8,7 @@ The exact Gram matrix (`keep=gram`, the default of configs/score.py) is the unap
 docs/method.md (Features and projection) states both. `scale=` shrinks planted benchmarks for a tiny run.
 """
 
-from configs.common import parse_arg
+from configs.common import model_label, parse_arg
 from configs.score import base_config
 
 
@@ -20,7 +20,7 @@ def get_config(arg: str | None = None):
     config.features.keep = args.keep
     config.features.dtype = "float16"
     config.planted.scale = args.scale
-    config.models = {args.model: {"name": args.model, "weights": args.weights, "seed": args.seed,
+    config.models = {model_label(args.model): {"name": args.model, "weights": args.weights, "seed": args.seed,
                                   "layers": tuple(layer for layer in args.layers if layer)}}
     config.lock()
     return config
