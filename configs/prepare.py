@@ -73,7 +73,7 @@ def _option_value(value, option):
 
 def get_config(arg: str | None = None) -> ml_collections.ConfigDict:
     dataset = _dataset_of(arg)
-    parameters = _reader_parameters(dataset)
+    _reader_parameters(dataset)  # an unknown dataset is a clear error here
     options = reader_options(dataset)
     clash = set(_FIELDS) & set(options)
     if clash:

@@ -5,7 +5,7 @@ import pathlib
 import numpy as np
 import pandas as pd
 
-from jaxbrain import launch, results, scaling
+from jaxbrain import launch, results
 
 ROOT = pathlib.Path(__file__).resolve().parents[1]
 GRID = {"e": (-1.0, 0.0), "a": (0.0, 5.0), "alpha": (0.0, 1.0), "lambda": (0.0, 1.0)}
