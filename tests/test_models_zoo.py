@@ -9,6 +9,7 @@ import numpy as np
 import pytest
 from flax import nnx
 
+from configs.common import model_label
 from jaxbrain import launch, results
 from jaxbrain.models import convnext, efficientnet, flops, layers, registry, resnet
 
@@ -213,24 +214,27 @@ def test_convnext_torchvision_names():
     assert convnext.torchvision_path("head.norm.weight") == "classifier.0.weight"
 
 
-SCORED = ("alexnet", "efficientnet_b0", "resnet_flex:w0.25:d1-1-1-1", "convnext_flex:w0.25:d1-1-1-1",
-          "vit_flex:d64:L2:h2:p16")
+SCORED = ("alexnet", "efficientnet_b0", "cornet_s", "resnet_flex:w0.25:d1-1-1-1", "convnext_flex:w0.25:d1-1-1-1",
+          "vit_flex:d64:L2:h2:p16", "dinov2_s14_reg4", "clip_b32")
 
 
-def _label(name: str) -> str:
-    return name.replace(":", "_").replace(".", "p")
+def _scored_layers(name: str) -> tuple[str, ...]:
+    if name == "alexnet":
+        return ()  # every candidate layer
+    layers = registry.get(name).layers
+    return layers[-1:] if name in ("cornet_s", "dinov2_s14_reg4", "clip_b32") else layers[-2:]
 
 
 def test_new_families_score_on_a_planted_benchmark(tmp_path):
     """The score experiment end to end with the new families: AlexNet with every candidate layer, the others with
-    their last two; committed layers come from each model's own layers."""
+    their last two (the large ones, CORnet-S and the DINOv2/CLIP towers, with their last); committed layers come
+    from each model's own layers."""
     config = launch.load_config(str(ROOT / "configs/quickstart.py:scale=0.1,control=false"))
     with config.unlocked():
         config.benchmarks = ("planted_ephys",)
         config.progress = False
         config.n_bootstrap = 20
-        config.models = {_label(name): {"name": name, "weights": "", "seed": 0,
-                                        "layers": () if name == "alexnet" else registry.get(name).layers[-2:]}
+        config.models = {model_label(name): {"name": name, "weights": "", "seed": 0, "layers": _scored_layers(name)}
                          for name in SCORED}
     summary = launch.launch(config, tmp_path)
     table = results.read_table(tmp_path)
@@ -238,6 +242,6 @@ def test_new_families_score_on_a_planted_benchmark(tmp_path):
     assert set(cv[cv.model == "alexnet"].layer) == set(registry.get("alexnet").layers)
     for name in SCORED:
         spec = registry.get(name)
-        rois = summary[_label(name)]["benchmarks"]["planted_ephys"]["rois"]
+        rois = summary[model_label(name)]["benchmarks"]["planted_ephys"]["rois"]
         assert set(rois) == {"V1", "V4", "IT"}
         assert all(entry["layer"] in spec.layers and np.isfinite(entry["r_nc"]) for entry in rois.values()), name
