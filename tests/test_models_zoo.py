@@ -81,9 +81,10 @@ def test_dense_count_sees_the_cpu_depthwise_rewrite_as_a_convolution():
     assert flops.dense_flops(Net(), 16) == 2 * (8 * 8 * 6 * 49)
 
 
-def test_strided_cpu_depthwise_conv_equals_grouped_conv():
+@pytest.mark.parametrize("batch", [2, 10, 16])  # 16: the path that goes a few images at a time
+def test_strided_cpu_depthwise_conv_equals_grouped_conv(batch):
     conv = nnx.Conv(5, 5, (5, 5), strides=2, padding=((2, 2), (2, 2)), feature_group_count=5, rngs=nnx.Rngs(0))
-    x = jax.random.normal(jax.random.key(1), (2, 11, 11, 5))
+    x = jax.random.normal(jax.random.key(1), (batch, 11, 11, 5))
     ours = nnx.jit(convnext.depthwise_conv)(conv, x)
     np.testing.assert_allclose(ours, nnx.jit(lambda c, x: c(x))(conv, x), rtol=1e-5, atol=1e-5)
 

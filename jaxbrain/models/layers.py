@@ -28,11 +28,16 @@ def native_ops():
         _NATIVE.reset(token)
 
 
+_DEPTHWISE_ROWS = 8  # images per block of the CPU depthwise path
+
+
 def depthwise_conv(conv: nnx.Conv, x: jax.Array) -> jax.Array:
     """A depthwise ``conv`` (groups = channels, stride 1 or 2, symmetric padding as configured) applied to ``x``.
 
     On CPU it is a sum of shifted products, which XLA:CPU fuses into one loop and runs several times faster than
-    its grouped convolution (GPU/TPU, and FLOP counting, keep the native grouped conv).
+    its grouped convolution (GPU/TPU, and FLOP counting, keep the native grouped conv). Batches go through
+    ``_DEPTHWISE_ROWS`` images at a time: on the whole batch XLA:CPU kept every tap's window alive (ConvNeXt-S at
+    batch 64 peaked at 7.1 GB; in blocks 3.1 GB, and about 10 % faster).
     """
     if jax.default_backend() != "cpu" or _NATIVE.get():
         return conv(x)
@@ -40,17 +45,27 @@ def depthwise_conv(conv: nnx.Conv, x: jax.Array) -> jax.Array:
     kh, kw = kernel.shape[:2]
     stride = conv.strides if isinstance(conv.strides, int) else conv.strides[0]
     (top, bottom), (left, right) = conv.padding
-    padded = jnp.pad(x, ((0, 0), (top, bottom), (left, right), (0, 0)))
-    h = (padded.shape[1] - kh) // stride + 1
-    w = (padded.shape[2] - kw) // stride + 1
-    acc = None
-    for dy in range(kh):
-        rows = padded[:, dy:dy + stride * (h - 1) + 1:stride]
-        for dx in range(kw):
-            term = rows[:, :, dx:dx + stride * (w - 1) + 1:stride, :] * kernel[dy, dx, 0]
-            acc = term if acc is None else acc + term
-    if conv.bias is not None:
-        acc = acc + conv.bias[...].astype(x.dtype)
+    bias = None if conv.bias is None else conv.bias[...].astype(x.dtype)
+
+    def taps(block):
+        padded = jnp.pad(block, ((0, 0), (top, bottom), (left, right), (0, 0)))
+        h = (padded.shape[1] - kh) // stride + 1
+        w = (padded.shape[2] - kw) // stride + 1
+        acc = None
+        for dy in range(kh):
+            rows = padded[:, dy:dy + stride * (h - 1) + 1:stride]
+            for dx in range(kw):
+                term = rows[:, :, dx:dx + stride * (w - 1) + 1:stride, :] * kernel[dy, dx, 0]
+                acc = term if acc is None else acc + term
+        return acc if bias is None else acc + bias
+
+    n = x.shape[0]
+    if n > _DEPTHWISE_ROWS and n % _DEPTHWISE_ROWS == 0:
+        # a few images at a time: XLA:CPU keeps every tap's window of the whole batch alive otherwise
+        blocks = jax.lax.map(taps, x.reshape(n // _DEPTHWISE_ROWS, _DEPTHWISE_ROWS, *x.shape[1:]))
+        acc = blocks.reshape(n, *blocks.shape[2:])
+    else:
+        acc = taps(x)
     # The barrier keeps XLA from fusing the taps into the normalisation that follows (it would recompute them).
     return jax.lax.optimization_barrier(acc)
 
