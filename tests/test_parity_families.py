@@ -23,6 +23,7 @@ import jax.numpy as jnp  # noqa: E402
 
 from jaxbrain.data import stimuli  # noqa: E402
 from jaxbrain.models import registry  # noqa: E402
+from parity_support import randomise, relative_error  # noqa: E402
 
 TOLERANCE = 1e-4
 PHOTOS = pathlib.Path(__file__).resolve().parents[1] / ".." / "shared" / "realdata" / "imagenet_samples_100"
@@ -37,32 +38,6 @@ def _photos(size: int) -> np.ndarray:
     pre = registry.Preprocessing(resize=size * 8 // 7, crop=size, mean=registry.IMAGENET_MEAN,
                                  std=registry.IMAGENET_STD)
     return np.stack([stimuli.preprocess(np.asarray(PIL.open(f).convert("RGB")), pre) for f in files])
-
-
-def _randomise(model: "torch.nn.Module", seed: int = 0) -> None:
-    """Move BN statistics, norm scales and biases, and layer scales off their init values."""
-    gen = torch.Generator().manual_seed(seed)
-    with torch.no_grad():
-        for name, tensor in model.state_dict().items():
-            if not tensor.is_floating_point():
-                continue
-            if name.endswith("running_var"):
-                tensor.copy_(0.5 + torch.rand(tensor.shape, generator=gen))
-            elif name.endswith(("running_mean", "bias")):
-                tensor.copy_(0.1 * torch.randn(tensor.shape, generator=gen))
-            elif name.endswith("layer_scale") or (tensor.ndim == 1 and name.endswith("weight")):
-                tensor.copy_(0.5 + torch.rand(tensor.shape, generator=gen))
-
-
-def _relative_error(ours: np.ndarray, theirs: np.ndarray) -> float:
-    if ours.shape != theirs.shape:
-        if ours.ndim == 4 and ours.transpose(0, 3, 1, 2).shape == theirs.shape:
-            ours = ours.transpose(0, 3, 1, 2)
-        elif ours.size == theirs.size:
-            ours = ours.reshape(theirs.shape)
-        else:
-            raise AssertionError(f"shape {ours.shape} vs reference {theirs.shape}")
-    return float(np.max(np.abs(ours - theirs)) / np.max(np.abs(theirs)))
 
 
 def _hook_outputs(model: "torch.nn.Module", paths) -> dict:
@@ -172,7 +147,7 @@ def test_logits_and_intermediates_match_pytorch(name, tmp_path):
     spec = registry.get(name)
     images = _photos(size)
     theirs = make_reference()
-    _randomise(theirs)
+    randomise(theirs)
     checkpoint = tmp_path / f"{name}.safetensors"
     safetensors_torch.save_file({k: v.contiguous() for k, v in theirs.state_dict().items()}, str(checkpoint))
     ours = spec.build(nnx.Rngs(0))
@@ -186,8 +161,8 @@ def test_logits_and_intermediates_match_pytorch(name, tmp_path):
         reference_logits = theirs(torch.from_numpy(images.transpose(0, 3, 1, 2))).numpy()
     logits, out = nnx.jit(lambda m, x: m(x))(ours, jnp.asarray(images))
 
-    errors = {"logits": _relative_error(np.asarray(logits), reference_logits)}
-    errors.update({key: _relative_error(np.asarray(out[key]), captured[key]) for key in out if key in captured})
+    errors = {"logits": relative_error(np.asarray(logits), reference_logits)}
+    errors.update({key: relative_error(np.asarray(out[key]), captured[key]) for key in out if key in captured})
     worst = max(errors, key=errors.get)
     print(f"{name}: {len(errors) - 1} intermediates, worst {worst} {errors[worst]:.2e}, logits {errors['logits']:.2e}")
     missing = [layer for layer in spec.layers if layer not in errors]

@@ -14,6 +14,7 @@ safetensors_torch = pytest.importorskip("safetensors.torch")
 import jax.numpy as jnp  # noqa: E402
 
 from jaxbrain.models import convert, registry, torch_pickle  # noqa: E402
+from parity_support import randomise, relative_error  # noqa: E402
 
 TOLERANCE = 1e-4
 BATCH = 2
@@ -30,37 +31,9 @@ CASES = {
 }
 
 
-def _randomise(model: "torch.nn.Module", seed: int = 0) -> None:
-    """Give norms, biases, layer scales and BN statistics non-trivial values so that every mapping is tested."""
-    gen = torch.Generator().manual_seed(seed)
-    with torch.no_grad():
-        for name, tensor in model.state_dict().items():
-            if not tensor.is_floating_point():
-                continue
-            if name.endswith("running_var"):
-                tensor.copy_(0.5 + torch.rand(tensor.shape, generator=gen))
-            elif name.endswith("running_mean") or name.endswith("bias"):
-                tensor.copy_(0.1 * torch.randn(tensor.shape, generator=gen))
-            elif name.endswith("gamma") or (tensor.ndim == 1 and name.endswith("weight")):
-                tensor.copy_(0.5 + torch.rand(tensor.shape, generator=gen))
-            elif name.endswith(("cls_token", "pos_embed")):
-                tensor.copy_(0.1 * torch.randn(tensor.shape, generator=gen))
-
-
-def _relative_error(ours: np.ndarray, theirs: np.ndarray) -> float:
-    if ours.shape != theirs.shape:
-        if ours.ndim == 4 and ours.transpose(0, 3, 1, 2).shape == theirs.shape:
-            ours = ours.transpose(0, 3, 1, 2)
-        elif ours.size == theirs.size:
-            ours = ours.reshape(theirs.shape)
-        else:
-            raise AssertionError(f"shape {ours.shape} vs timm {theirs.shape}")
-    return float(np.max(np.abs(ours - theirs)) / np.max(np.abs(theirs)))
-
-
 def _timm_with_hooks(timm_name, module_paths):
     model = timm.create_model(timm_name, pretrained=False).eval()
-    _randomise(model)
+    randomise(model)
     captured = {}
     modules = dict(model.named_modules())
     for path in module_paths:
@@ -94,11 +67,11 @@ def test_logits_and_intermediates_match_timm(timm_name, tmp_path):
         timm_logits = theirs(torch.from_numpy(images.transpose(0, 3, 1, 2))).numpy()
     logits, out = nnx.jit(lambda m, x: m(x))(ours, jnp.asarray(images))
 
-    errors = {"logits": _relative_error(np.asarray(logits), timm_logits)}
+    errors = {"logits": relative_error(np.asarray(logits), timm_logits)}
     compared = 0
     for key, path in paths.items():
         if path in captured:
-            errors[key] = _relative_error(np.asarray(out[key]), captured[path])
+            errors[key] = relative_error(np.asarray(out[key]), captured[path])
             compared += 1
     worst = max(errors, key=errors.get)
     print(f"{timm_name}: {compared} intermediates, worst {worst} {errors[worst]:.2e}, logits {errors['logits']:.2e}")
@@ -120,12 +93,12 @@ def test_export_round_trips_into_timm():
     with torch.no_grad():
         expected = theirs(torch.from_numpy(images.transpose(0, 3, 1, 2))).numpy()
     logits, _ = ours(jnp.asarray(images))
-    assert _relative_error(np.asarray(logits), expected) <= TOLERANCE
+    assert relative_error(np.asarray(logits), expected) <= TOLERANCE
 
 
 def test_pth_checkpoint_through_torch(tmp_path):
     theirs = timm.create_model("resnet18", pretrained=False).eval()
-    _randomise(theirs)
+    randomise(theirs)
     path = tmp_path / "resnet18.pth"
     torch.save({"state_dict": theirs.state_dict()}, path)
     spec = registry.get("resnet18")

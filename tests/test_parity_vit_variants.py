@@ -22,6 +22,7 @@ safetensors_torch = pytest.importorskip("safetensors.torch")
 import jax.numpy as jnp  # noqa: E402
 
 from jaxbrain.models import pos_embed, registry, vit, vit_layouts  # noqa: E402
+from parity_support import relative_error  # noqa: E402
 
 TOLERANCE = 1e-4
 TINY = {"width": 64, "num_heads": 2, "depth": 2, "mlp_dim": 256}
@@ -126,14 +127,6 @@ def _run_reference(model, paths, images):
     return logits, captured
 
 
-def _relative_error(ours, theirs) -> float:
-    ours = np.asarray(ours)
-    if ours.shape != theirs.shape and ours.size == theirs.size:  # Eva's patch_embed keeps the (H, W) grid
-        ours = ours.reshape(theirs.shape)
-    assert ours.shape == theirs.shape, (ours.shape, theirs.shape)
-    return float(np.max(np.abs(ours - theirs)) / np.max(np.abs(theirs)))
-
-
 def _save(model, path):
     safetensors_torch.save_file({k: v.contiguous() for k, v in model.state_dict().items()}, str(path))
 
@@ -155,8 +148,8 @@ def _assert_parity(name, ours, theirs):
     paths = _module_paths(name, out_keys)
     ref_logits, captured = _run_reference(theirs, paths, images)
 
-    errors = {"logits": _relative_error(logits, ref_logits)}
-    errors.update({key: _relative_error(out[key], value) for key, value in captured.items()})
+    errors = {"logits": relative_error(logits, ref_logits)}
+    errors.update({key: relative_error(out[key], value) for key, value in captured.items()})
     worst = max(errors, key=errors.get)
     print(f"{name}: {len(errors)} tensors, worst {worst} {errors[worst]:.2e}, logits {errors['logits']:.2e}")
     expected_layers = {f"blocks.{i}" for i in range(TINY["depth"])}
@@ -189,7 +182,7 @@ def test_position_table_resampling_matches_timm(old, new, prefix):
     table = np.random.default_rng(0).standard_normal((1, prefix + old[0] * old[1], 32)).astype(np.float32)
     expected = resample_abs_pos_embed(torch.from_numpy(table), list(new), list(old), num_prefix_tokens=prefix)
     ours = pos_embed.resample_abs_pos_embed(table, new, old, num_prefix_tokens=prefix)
-    assert _relative_error(ours, expected.numpy()) <= 1e-5
+    assert relative_error(ours, expected.numpy()) <= 1e-5
     np.testing.assert_array_equal(ours[:, :prefix], table[:, :prefix])
 
 
