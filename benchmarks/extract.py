@@ -1,12 +1,18 @@
 """Feature-extraction speed and memory: jaxbrain against timm in PyTorch, and peak host memory.
 
-Three modes:
+Four modes:
 
   python benchmarks/extract.py [--models vit_s16,resnet50,convnext_s] [--batch 32] [--iters 5]
       CPU images/s at 224 px: the jitted jaxbrain forward (logits; and every candidate layer mean-pooled, the
       extraction forward), against timm's forward in PyTorch with the same number of threads, run in a
       separate process (``--torch-python``, default: this interpreter if it has torch and timm, else
-      /work/venv-parity/bin/python). Also the end-to-end ``features.extract`` rate (decoding included).
+      /work/venv-parity/bin/python). With ``--end-to-end N`` also ``features.extract`` end to end on N
+      synthetic images, decoding each and from a warm stimulus cache, against the forward-only rate.
+
+  python benchmarks/extract.py --projection [--models vit_s16,convnext_s] [--batch 32] [--compute-dtype D]
+      Cost per image of the 30,000-dim sparse projection (ViTs: their 12 blocks; other models: every candidate
+      layer) as a share of the forward, for each kernel the backend has (CPU: "host" and "gather"), and on CPU
+      scikit-learn's ``SparseRandomProjection.transform`` of the same ViT layers.
 
   python benchmarks/extract.py --memory [--n 10000] [--batch 32]
       Peak host memory (max RSS) of a child process that extracts the 12 ViT-S/16 blocks over ``n``
@@ -166,16 +172,79 @@ def jax_rates(name: str, batch: int, iters: int, compute_dtype: str | None = Non
     return result
 
 
-def extract_rate(name: str, batch: int, n: int, threads: int) -> float:
+def projected_layers(spec) -> list[str]:
+    """ViTs: their 12 blocks (the issue's case); other models: every candidate layer that is projected."""
+    blocks = [layer for layer in spec.layers if layer.startswith("blocks.")]
+    return blocks or list(spec.layers)
+
+
+def projection_rates(name: str, batch: int, iters: int, kernels, compute_dtype: str | None = None) -> dict:
+    """Seconds per image of the logits forward, of the extraction forward with the projected layers only
+    pooled, and with them projected to 30,000 dims by each kernel; projection cost = projected - pooled."""
+    import jax
+    import numpy as np
+    from flax import nnx
+
+    from jaxbrain import features, sharding
+    from jaxbrain.features.forward import cast_floating
+    spec, model = _build(name)
+    mesh = sharding.data_mesh()
+    graphdef, state = nnx.split(model)
+    state = cast_floating(state, compute_dtype)
+    images = sharding.global_batch(np.random.default_rng(0).normal(size=(batch, 224, 224, 3)).astype(np.float32),
+                                   mesh)
+    logits = jax.jit(lambda state, images: nnx.merge(graphdef, state)(images.astype(
+        compute_dtype or "float32"), train=False)[0])
+    layers = projected_layers(spec)
+    in_dim = features.plan_layers(model, spec, layers[-1:], "projection", 30000)[layers[-1]].flat_dim
+    result = {"model": name, "layers": len(layers), "batch": batch, "in_dim": in_dim,
+              "logits_s": _time(lambda: logits(state, images), iters) / batch}
+    pooled = features.make_forward(model, spec, layers, "pooled", mesh=mesh, compute_dtype=compute_dtype)
+    result["pooled_s"] = _time(lambda: pooled(images), iters) / batch
+    for kernel in kernels:
+        forward = features.make_forward(model, spec, layers, "projection", mesh=mesh, compute_dtype=compute_dtype,
+                                        projection_kernel=kernel)
+        result[f"{kernel}_s"] = _time(lambda: forward(images), iters) / batch
+    return result
+
+
+def sklearn_projection_s(in_dim: int, batch: int, iters: int) -> float:
+    """Seconds per image of scikit-learn's ``SparseRandomProjection.transform`` (30,000 components, density
+    auto, dense output) on float32 features of ``in_dim``: what a user would otherwise run per layer."""
+    import numpy as np
+    from sklearn.random_projection import SparseRandomProjection
+    x = np.random.default_rng(0).normal(size=(batch, in_dim)).astype(np.float32)
+    srp = SparseRandomProjection(30000, dense_output=True, random_state=0).fit(x[:1])
+    return _time(lambda: srp.transform(x), iters) / batch
+
+
+def extract_rates(name: str, batch: int, n: int, threads: int) -> dict:
+    """End-to-end ``features.extract`` images/s (all candidate layers pooled) decoding every image, and reading
+    them from a warm stimulus cache (``data.stimulus_cache``); and the seconds the cache took to build."""
     from jaxbrain import features
+    from jaxbrain.data.stimulus_cache import cached_stimuli
     spec, model = _build(name)
     stim = SyntheticStimuli(n)
+
+    def rate(stimuli) -> float:
+        t0 = time.perf_counter()
+        features.extract(model, spec, stimuli, stim.ids, spec.layers, keep="pooled", batch_size=batch,
+                         progress=False, num_threads=threads)
+        return n / (time.perf_counter() - t0)
+
     features.extract(model, spec, stim, stim.ids[:batch], spec.layers, keep="pooled", batch_size=batch,
                      progress=False, num_threads=threads)  # compile
-    t0 = time.perf_counter()
-    features.extract(model, spec, stim, stim.ids, spec.layers, keep="pooled", batch_size=batch, progress=False,
-                     num_threads=threads)
-    return n / (time.perf_counter() - t0)
+    with tempfile.TemporaryDirectory(prefix="jaxbrain_stimuli_") as cache_dir:
+        t0 = time.perf_counter()
+        cached = cached_stimuli(stim, stim.ids, spec.preprocessing, cache_dir, "synthetic", num_threads=threads)
+        build_s = time.perf_counter() - t0
+        return {"decoded": rate(stim), "cached": rate(cached), "cache_build_s": build_s}
+
+
+def _end_to_end_line(name: str, n: int, rates: dict, forward_rate: float) -> str:
+    return (f"{name:11s} features.extract end to end, {n} images: decoding {rates['decoded']:.1f} img/s, "
+            f"warm stimulus cache {rates['cached']:.1f} img/s ({rates['cached'] / forward_rate:.2f} of the "
+            f"forward-only {forward_rate:.1f}; cache built in {rates['cache_build_s']:.1f} s)")
 
 
 def memory_worker(n: int, batch: int, out_dir: str) -> dict:
@@ -215,9 +284,30 @@ def cpu_comparison(args) -> None:
             line += " | timm: no torch+timm interpreter found (--torch-python)"
         print(line, flush=True)
         if args.end_to_end:
-            rate = extract_rate(name, args.batch, args.end_to_end, threads)
-            print(f"{'':11s} features.extract end to end (decode + resize + crop + forward), "
-                  f"{args.end_to_end} images: {rate:.1f} img/s", flush=True)
+            rates = extract_rates(name, args.batch, args.end_to_end, threads)
+            print(_end_to_end_line(name, args.end_to_end, rates, jx["pooled_images_per_s"]), flush=True)
+
+
+def projection_report(args) -> None:
+    import jax
+    kernels = ("host", "gather") if jax.default_backend() == "cpu" else ("gather",)
+    device = jax.devices()[0].device_kind
+    print(f"Projection to 30,000 dims on {device} ({jax.default_backend()}), batch {args.batch}, 224 px, "
+          f"{args.compute_dtype or 'float32'} compute; cost = projected forward - pooled forward, per image")
+    for name in args.models.split(","):
+        r = projection_rates(name, args.batch, args.iters, kernels, args.compute_dtype)
+        line = (f"{name:11s} {r['layers']} layers | forward (logits) {1e3 * r['logits_s']:.2f} ms/img, "
+                f"pooled {1e3 * r['pooled_s']:.2f}")
+        for kernel in kernels:
+            cost = r[f"{kernel}_s"] - r["pooled_s"]
+            line += (f" | {kernel}: projected {1e3 * r[f'{kernel}_s']:.2f} ms/img, projection {1e3 * cost:.2f} "
+                     f"ms/img = {100 * cost / r['logits_s']:.0f} % of the forward")
+        print(line, flush=True)
+        if name.startswith("vit") and "host" in kernels:  # its blocks share one input size
+            sk = sklearn_projection_s(r["in_dim"], args.batch, args.iters) * r["layers"]
+            host = r["host_s"] - r["pooled_s"]
+            print(f"{'':11s} scikit-learn SparseRandomProjection.transform of the same {r['layers']} layers: "
+                  f"{1e3 * sk:.2f} ms/img; the host kernel is {sk / host:.1f}x faster", flush=True)
 
 
 def memory_report(args) -> None:
@@ -245,21 +335,24 @@ def device_report(args) -> None:
     peak = args.peak_tflops or next((v for k, v in PEAK_BF16_TFLOPS.items() if k in kind), None)
     print(f"device: {kind} x{jax.device_count()} ({jax.default_backend()}), jax {jax.__version__}, bf16, "
           f"batch {args.batch}, peak {peak} TFLOP/s")
+    pooled = {}
     for name in args.models.split(","):
         r = jax_rates(name, args.batch, args.iters, compute_dtype="bfloat16", projection=name.startswith("vit"))
+        pooled[name] = r["pooled_images_per_s"]
         achieved = r["logits_images_per_s"] * r["logits_flops_per_image"]
         mfu = f"{100 * achieved / (peak * 1e12):.1f} %" if peak else "n/a (unknown peak)"
         line = (f"{name:11s} logits {r['logits_images_per_s']:9.0f} img/s, "
                 f"{r['logits_flops_per_image'] / 1e9:.2f} GFLOP/img, MFU {mfu}; all layers pooled "
                 f"{r['pooled_images_per_s']:9.0f} img/s")
         if "projected_12_blocks_images_per_s" in r:
-            line += f"; 12 blocks projected to 30,000 {r['projected_12_blocks_images_per_s']:8.0f} img/s"
+            cost = 1 / r["projected_12_blocks_images_per_s"] - 1 / r["pooled_images_per_s"]
+            line += (f"; 12 blocks projected to 30,000 {r['projected_12_blocks_images_per_s']:8.0f} img/s "
+                     f"(projection {100 * cost * r['logits_images_per_s']:.0f} % of the forward)")
         print(line, flush=True)
     if args.end_to_end:
         for name in args.models.split(","):
-            rate = extract_rate(name, args.batch, args.end_to_end, args.threads or os.cpu_count())
-            print(f"{name:11s} features.extract end to end, {args.end_to_end} images: {rate:.0f} img/s",
-                  flush=True)
+            rates = extract_rates(name, args.batch, args.end_to_end, args.threads or os.cpu_count())
+            print(_end_to_end_line(name, args.end_to_end, rates, pooled[name]), flush=True)
 
 
 def main() -> None:
@@ -273,6 +366,8 @@ def main() -> None:
     parser.add_argument("--memory", action="store_true")
     parser.add_argument("--n", type=int, default=10000)
     parser.add_argument("--device-report", action="store_true")
+    parser.add_argument("--projection", action="store_true", help="projection cost against the forward")
+    parser.add_argument("--compute-dtype", default=None)
     parser.add_argument("--peak-tflops", type=float, default=None)
     parser.add_argument("--torch-worker", default=None, help=argparse.SUPPRESS)
     parser.add_argument("--memory-worker", action="store_true", help=argparse.SUPPRESS)
@@ -286,6 +381,8 @@ def main() -> None:
         print(json.dumps(memory_worker(args.n, args.batch, args.out_dir)))
     elif args.memory:
         memory_report(args)
+    elif args.projection:
+        projection_report(args)
     elif args.device_report:
         device_report(args)
     else:

@@ -21,10 +21,11 @@ step() {  # step NAME SECONDS COMMAND...
 
 # 1. ridge, per-target LOO: 1/8 of NSD size, then NSD size (n 8,000, d 30,000, 100,000 targets), vs PyTorch
 step ridge_eighth 90 python -m benchmarks.ridge --gpu --size eighth --peak-tflops 67
-step ridge_nsd 200 python -m benchmarks.ridge --gpu --size nsd --chunk 8192 --peak-tflops 67
+step ridge_nsd 180 python -m benchmarks.ridge --gpu --size nsd --chunk 8192 --peak-tflops 67
 # 2. hybrid fine-tuning step, bfloat16, ViT-B/16, against PyTorch (torch.compile, SDPA)
 step train 150 python -m benchmarks.train --device --models vit_b16 --iters 20
-# 3. feature extraction forward, bfloat16, images/s and MFU
-step extract 90 python -m benchmarks.extract --device-report --models vit_s16 --batch 256 --iters 20
+# 3. feature extraction forward, bfloat16, images/s and MFU, the projection's share, end to end with and without
+#    the stimulus cache
+step extract 110 python -m benchmarks.extract --device-report --models vit_s16 --batch 256 --iters 20 --end-to-end 4096
 # 4. attention-probe epoch at NSD size (8 subjects x 9,000 stimuli x 197 tokens x 384), compute- or input-bound
 step probe 60 python -m benchmarks.probe --gpu

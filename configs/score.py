@@ -20,6 +20,7 @@ def base_config() -> ml_collections.ConfigDict:
     config.seed = 0
     config.progress = True
     config.batch_size = 64
+    config.stimulus_cache = True        # decoded, resized and cropped stimuli kept in workdir/stimuli for every model
     config.min_ceiling = 10.0           # percent; EEG/MEG use sqrt(NC/100) > 0.1 instead
     config.similarity = True            # RSA/CKA ("c" and "ve") at the committed layers, on the test split
     config.min_test_stimuli = 20        # a smaller test split is scored with a warning

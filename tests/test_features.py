@@ -94,7 +94,7 @@ def test_results_do_not_depend_on_devices_or_batch_size(model, stim):
         features.extract(model, Spec(), stim, stim.ids, list(keep), keep=keep, batch_size=bs, mesh=mesh,
                          projection_dim=256, progress=False)
         for mesh, bs in [(sharding.data_mesh(jax.devices()[:1]), 3), (sharding.data_mesh(), 5),
-                         (sharding.data_mesh(), 16)]
+                         (sharding.data_mesh(), 16), (sharding.data_mesh(jax.devices()[:1]), 20)]
     ]
     for other in runs[1:]:
         for layer in keep:
@@ -102,9 +102,10 @@ def test_results_do_not_depend_on_devices_or_batch_size(model, stim):
             np.testing.assert_allclose(other[layer], runs[0][layer], rtol=1e-5, atol=1e-6 * scale, err_msg=layer)
 
 
-def test_projection_equals_the_dense_float64_matrix_product(model, stim):
+@pytest.mark.parametrize("kernel", ["host", "gather"])
+def test_projection_equals_the_dense_float64_matrix_product(model, stim, kernel):
     got = features.extract(model, Spec(), stim, stim.ids, ["conv1", "pool"], keep="projection",
-                           projection_dim=512, seed=3, progress=False)
+                           projection_dim=512, seed=3, progress=False, projection_kernel=kernel)
     ref = _direct(model, stim, stim.ids)
     dense = features.projection_matrix(features.sparse_projection(4096, 512, seed=3))
     expected = ref["conv1"].reshape(13, -1) @ dense
@@ -112,6 +113,26 @@ def test_projection_equals_the_dense_float64_matrix_product(model, stim):
     np.testing.assert_allclose(got["conv1"], expected, rtol=1e-4, atol=1e-5 * np.abs(expected).max())
     # D = 8 <= 512: kept as it is
     np.testing.assert_allclose(got["pool"], ref["pool"], rtol=1e-5, atol=1e-6)
+
+
+@pytest.mark.parametrize("in_dim,out_dim", [(4096, 1500), (1000, 3), (300, 2100)])
+def test_host_matrix_is_the_column_stored_matrix(in_dim, out_dim):
+    """Built in column blocks (2,048 columns each) and split into column shards, it is the same matrix."""
+    dense = features.projection_matrix(features.sparse_projection(in_dim, out_dim, seed=2))
+    for shards in (1, 2, 3):
+        parts = features.host_projection(in_dim, out_dim, seed=2, shards=shards)
+        assert len(parts) == shards and all(part.has_sorted_indices for part in parts)
+        got = np.concatenate([part.toarray() for part in parts], axis=1)
+        np.testing.assert_array_equal(got != 0, dense != 0)
+        np.testing.assert_allclose(got, dense, rtol=1e-6)
+
+
+def test_cpu_steps_run_the_model_on_padded_blocks_of_rows():
+    mesh = sharding.data_mesh(jax.devices()[:1])
+    cap = features_forward.CPU_MICRO_BATCH
+    assert features_forward.micro_batches(cap, mesh) == (1, cap)
+    assert features_forward.micro_batches(4 * cap, mesh) == (4, cap)
+    assert features_forward.micro_batches(cap + 1, mesh) == (2, cap // 2 + 1)
 
 
 def test_projection_matrix_has_the_reference_distribution():

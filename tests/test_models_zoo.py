@@ -89,6 +89,17 @@ def test_strided_cpu_depthwise_conv_equals_grouped_conv(batch):
     np.testing.assert_allclose(ours, nnx.jit(lambda c, x: c(x))(conv, x), rtol=1e-5, atol=1e-5)
 
 
+def test_cpu_depthwise_conv_takes_a_batch_split_over_the_mesh():
+    """A global batch sharded over the data axis (a jitted logits forward, a training step) is not cut into
+    blocks (``lax.map`` refuses a sharded leading axis); the result is the grouped conv's."""
+    from jaxbrain import sharding
+    conv = nnx.Conv(5, 5, (3, 3), padding=((1, 1), (1, 1)), feature_group_count=5, rngs=nnx.Rngs(0))
+    x = np.asarray(jax.random.normal(jax.random.key(1), (16, 6, 6, 5)))
+    mesh = sharding.data_mesh()
+    ours = nnx.jit(convnext.depthwise_conv)(conv, sharding.global_batch(x, mesh))
+    np.testing.assert_allclose(ours, nnx.jit(lambda c, x: c(x))(conv, x), rtol=1e-5, atol=1e-5)
+
+
 # Every new registry name but the large EfficientNets and ConvNeXts (seconds each just to trace).
 NEW_NAMES = ("alexnet", "cornet_s", "efficientnet_b0", "efficientnet_b2", "efficientnet_b0_tv", "efficientnet_b2_tv",
              "convnext_t_tv")

@@ -66,13 +66,27 @@ def center_crop(image: np.ndarray, size: int) -> np.ndarray:
 
 def preprocess(image: np.ndarray, preprocessing: Any) -> np.ndarray:
     """uint8 (H, W, 3) -> float32 (crop, crop, 3) normalised by ``preprocessing`` (a registry.Preprocessing)."""
+    return normalise(resize_and_crop(image, preprocessing), preprocessing)
+
+
+def resize_and_crop(image: np.ndarray, preprocessing: Any) -> np.ndarray:
+    """uint8 (H, W, 3) -> uint8 (crop, crop, 3): the resize and centre crop of ``preprocessing``."""
     image = np.asarray(image)
     if image.dtype != np.uint8 or image.ndim != 3 or image.shape[-1] != 3:
         raise ValueError(f"preprocess: expected a uint8 (H, W, 3) image, got {image.dtype} {image.shape}")
     image = resize_shorter_side(image, preprocessing.resize, preprocessing.interpolation)
-    image = center_crop(image, preprocessing.crop)
-    scaled = image.astype(np.float32) / np.float32(255)       # ToTensor, then Normalize: same float32 steps
+    return center_crop(image, preprocessing.crop)
+
+
+def normalise(image: np.ndarray, preprocessing: Any) -> np.ndarray:
+    """uint8 (crop, crop, 3) -> float32 scaled to [0, 1] and normalised (ToTensor, then Normalize)."""
+    scaled = np.asarray(image).astype(np.float32) / np.float32(255)
     return (scaled - np.asarray(preprocessing.mean, np.float32)) / np.asarray(preprocessing.std, np.float32)
+
+
+def geometry(preprocessing: Any) -> tuple[int, int, str]:
+    """What decides the pixels before normalisation: (resize, crop, interpolation)."""
+    return int(preprocessing.resize), int(preprocessing.crop), str(preprocessing.interpolation)
 
 
 @dataclasses.dataclass(frozen=True)
@@ -124,7 +138,10 @@ class _LoadRow:
         if index >= len(self.ids):
             return {"image": np.zeros((crop, crop, 3), np.float32), "mask": np.bool_(False),
                     "index": np.int64(index)}
-        image = preprocess(self.stimuli.load(self.ids[index]), self.preprocessing)
+        if hasattr(self.stimuli, "geometry"):  # a CroppedStimuli of this geometry (checked in _rows_dataset)
+            image = normalise(self.stimuli.cropped(self.ids[index]), self.preprocessing)
+        else:
+            image = preprocess(self.stimuli.load(self.ids[index]), self.preprocessing)
         return {"image": image, "mask": np.bool_(True), "index": np.int64(index)}
 
 
@@ -136,6 +153,9 @@ def _rows_dataset(stimuli: Stimuli, ids: Sequence[str], preprocessing: Any, batc
         if missing:
             raise KeyError(f"{len(missing)} stimulus ids not in the stimulus set {stimuli!r}, "
                            f"e.g. {missing[:5]}")
+    if hasattr(stimuli, "geometry") and stimuli.geometry != geometry(preprocessing):
+        raise ValueError(f"{stimuli!r} was resized and cropped as {stimuli.geometry}, but this model's "
+                         f"preprocessing is {geometry(preprocessing)}")
     layout = BatchLayout(len(ids), batch_size, start, rows)
     lo, hi = layout.local_rows
     per_batch = hi - lo

@@ -20,6 +20,7 @@ import jax
 
 from jaxbrain import catalog, claims, features, identity, inventory, maps, pipeline, plots, results, sharding, summary
 from jaxbrain.models import loading
+from jaxbrain.data import stimulus_cache
 
 log = logging.getLogger(__name__)
 _FORMAT = 3  # bumps when the meaning of stored scores changes
@@ -49,7 +50,11 @@ def score_unit(unit, spec, model: dict, benchmark: catalog.Benchmark, config, wo
     def extract(layer_names):
         if model["label"] not in built:
             built[model["label"]] = loading.build(spec, model)
-        values = features.extract(built[model["label"]], spec, benchmark.stimuli, order, layer_names, keep=keep,
+        stimuli = benchmark.stimuli
+        if config.get("stimulus_cache", True) and benchmark.digest:  # decoded once for every model of the sweep
+            stimuli = stimulus_cache.cached_stimuli(stimuli, order, spec.preprocessing, workdir / "stimuli",
+                                                    benchmark.digest)
+        values = features.extract(built[model["label"]], spec, stimuli, order, layer_names, keep=keep,
                                   batch_size=config.batch_size, out_dir=out_dir,
                                   projection_dim=config.features.projection_dim, seed=config.features.seed,
                                   dtype=config.features.get("dtype", "float32"), progress=config.progress)

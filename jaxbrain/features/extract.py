@@ -23,7 +23,7 @@ def extract(model: Any, spec: Any, stimuli: Any, ids: Sequence[str], layers: Seq
             keep: str | Mapping[str, str] = "gram", batch_size: int = 64, out_dir: str | os.PathLike | None = None,
             dtype: str = "float32", seed: int = 0, progress: bool = True, mesh: jax.sharding.Mesh | None = None,
             projection_dim: int = PROJECTION_DIM, num_threads: int = 4, num_workers: int = 0,
-            compute_dtype: str | None = None) -> dict[str, np.ndarray]:
+            compute_dtype: str | None = None, projection_kernel: str = "auto") -> dict[str, np.ndarray]:
     """Activations of ``layers`` for the stimuli ``ids``, kept per layer as ``keep`` says (see ``features``).
 
     Returns ``layer -> array`` in ``ids`` order: ``(N, N)`` float32 Gram matrices for "gram", ``(N, D')``
@@ -34,6 +34,8 @@ def extract(model: Any, spec: Any, stimuli: Any, ids: Sequence[str], layers: Seq
     are kept beside (``features.load_gram``). ``projection_dim`` is the reference's 30,000 unless changed;
     ``seed`` fixes the projection. ``num_threads`` / ``num_workers`` set the image decoding (see
     ``data.stimuli.iterate_batches``); ``compute_dtype`` (e.g. "bfloat16") casts parameters and images.
+    ``projection_kernel``: "host" (scipy on the host, the default on CPU) or "gather" (in the compiled step, the
+    default on accelerators); both make the same matrix.
     """
     ids, layers = check_request(ids, layers, dtype, batch_size, projection_dim)
     plans = plan_layers(model, spec, layers, keep, projection_dim)
@@ -46,7 +48,7 @@ def extract(model: Any, spec: Any, stimuli: Any, ids: Sequence[str], layers: Seq
     if pending:
         batch_rows = sharding.padded_size(batch_size, sharding.data_size(mesh))
         forward = forward_for_plans(model, pending, mesh, dtype=dtype, seed=seed, projection_dim=projection_dim,
-                                    compute_dtype=compute_dtype)
+                                    compute_dtype=compute_dtype, projection_kernel=projection_kernel)
         sink = Sink(pending, mesh, len(ids), start, batch_rows, dtype, record,
                     _progress_bar(progress, len(ids), start, name))
         batches = stimulus_pipeline.iterate_batches(

@@ -13,15 +13,23 @@ the Bernoulli(s) pattern of the reference, and its signs are fair coin flips. Th
 
 from __future__ import annotations
 
+import collections
+import concurrent.futures
 import dataclasses
+import functools
 import math
+import os
 
 import jax
 import jax.numpy as jnp
 import numpy as np
+import scipy.sparse
 
 PROJECTION_DIM = 30000
 _PROJECTION_CHUNK = 512  # output columns gathered at once by `project`
+_HOST_BLOCK = 2048  # output columns generated at once while building a host matrix
+_HOST_MATRICES: collections.OrderedDict = collections.OrderedDict()
+_HOST_MATRICES_KEPT = 8
 
 
 @dataclasses.dataclass(frozen=True)
@@ -46,6 +54,11 @@ def projection_density(in_dim: int) -> float:
     return 1.0 / math.sqrt(in_dim)
 
 
+def projection_scale(in_dim: int, out_dim: int) -> float:
+    """The magnitude ``sqrt(1 / density) / sqrt(out_dim)`` of every non-zero."""
+    return math.sqrt(1.0 / projection_density(in_dim)) / math.sqrt(out_dim)
+
+
 def projection_width(in_dim: int) -> int:
     """Non-zero slots per column: the Binomial(in_dim, density) mean plus 10 standard deviations plus 16."""
     s = projection_density(in_dim)
@@ -54,8 +67,8 @@ def projection_width(in_dim: int) -> int:
 
 
 @jax.jit(static_argnums=(1, 2, 3))
-def _projection_columns(key: jax.Array, in_dim: int, width: int, n_columns: int):
-    """Rows, signs and an overflow flag of columns 0..n_columns-1 (each column from its own folded key)."""
+def _projection_columns(key: jax.Array, in_dim: int, width: int, n_columns: int, start=0):
+    """Rows, signs and overflow flags of columns start..start+n_columns-1 (each from its own folded key)."""
     s = projection_density(in_dim)
     log_fail = math.log1p(-s)
 
@@ -70,8 +83,7 @@ def _projection_columns(key: jax.Array, in_dim: int, width: int, n_columns: int)
         return (jnp.where(valid, positions, 0).astype(jnp.int32), jnp.where(valid, signs, 0).astype(jnp.int8),
                 positions[-1] < in_dim)
 
-    rows, signs, overflow = jax.vmap(column)(jnp.arange(n_columns, dtype=jnp.uint32))
-    return rows, signs, jnp.any(overflow)
+    return jax.vmap(column)(jnp.asarray(start, jnp.uint32) + jnp.arange(n_columns, dtype=jnp.uint32))
 
 
 def sparse_projection(in_dim: int, out_dim: int = PROJECTION_DIM, seed: int = 0) -> SparseProjection:
@@ -81,14 +93,18 @@ def sparse_projection(in_dim: int, out_dim: int = PROJECTION_DIM, seed: int = 0)
     width = projection_width(in_dim)
     padded = -(-out_dim // _PROJECTION_CHUNK) * _PROJECTION_CHUNK
     rows, signs, overflow = _projection_columns(jax.random.key(seed), in_dim, width, out_dim)
-    if bool(overflow):  # probability below 1e-20 per column; refuse rather than truncate
-        raise RuntimeError(f"sparse_projection({in_dim}, {out_dim}, seed={seed}): a column needs more than "
-                           f"{width} non-zeros")
+    _refuse_overflow(overflow, in_dim, out_dim, seed, width)
     if padded > out_dim:
         rows = jnp.pad(rows, ((0, padded - out_dim), (0, 0)))
         signs = jnp.pad(signs, ((0, padded - out_dim), (0, 0)))
-    density = projection_density(in_dim)
-    return SparseProjection(rows, signs, in_dim, out_dim, density, math.sqrt(1.0 / density) / math.sqrt(out_dim))
+    return SparseProjection(rows, signs, in_dim, out_dim, projection_density(in_dim),
+                            projection_scale(in_dim, out_dim))
+
+
+def _refuse_overflow(overflow, in_dim: int, out_dim: int, seed: int, width: int) -> None:
+    if bool(jnp.any(overflow)):  # probability below 1e-20 per column; refuse rather than truncate
+        raise RuntimeError(f"sparse_projection({in_dim}, {out_dim}, seed={seed}): a column needs more than "
+                           f"{width} non-zeros")
 
 
 def projection_matrix(projection: SparseProjection) -> np.ndarray:
@@ -103,13 +119,97 @@ def projection_matrix(projection: SparseProjection) -> np.ndarray:
 
 def project(x: jax.Array, rows: jax.Array, signs: jax.Array, scale: float, out_dim: int) -> jax.Array:
     """``x (B, D) @ R`` for the column-stored sparse ``R`` (rows, signs, scale); float32 (B, out_dim)."""
-    xt = x.astype(jnp.float32).T  # (D, B): each gathered row is one contiguous feature across the batch
+    # (D, B): each gathered row is one contiguous feature across the batch. Gathered in the activations' own
+    # dtype (half the traffic for bfloat16) and widened exactly to float32 before the sum.
+    xt = x.T
     width = rows.shape[1]
 
     def chunk(args):
         r, s = args  # multiply-and-sum fuses with the gather (no (chunk, width, B) buffer)
-        return (s.astype(jnp.float32)[..., None] * xt[r]).sum(axis=1)
+        return (s.astype(jnp.float32)[..., None] * xt[r].astype(jnp.float32)).sum(axis=1)
 
     out = jax.lax.map(chunk, (rows.reshape(-1, _PROJECTION_CHUNK, width),
                               signs.reshape(-1, _PROJECTION_CHUNK, width)))
     return (out.reshape(-1, x.shape[0])[:out_dim] * scale).T
+
+
+def host_projection(in_dim: int, out_dim: int = PROJECTION_DIM, seed: int = 0,
+                    shards: int | None = None) -> tuple[scipy.sparse.csr_array, ...]:
+    """The same matrix as :func:`sparse_projection` as float32 CSR arrays by input row, one per range of output
+    columns (``shards``, default: one per CPU core), for :func:`project_on_host`. Cached per arguments.
+
+    Built from column blocks generated in turn (twice: counts, then entries), so that no padded
+    ``(out_dim, width)`` index array is ever held: the result is ``8 x nnz`` bytes, about 66 MB for
+    ``in_dim`` 75,648 and 132 MB for 301,056.
+    """
+    shards = _host_threads() if shards is None else shards
+    key = (in_dim, out_dim, seed, shards)
+    if key in _HOST_MATRICES:
+        _HOST_MATRICES.move_to_end(key)
+    else:
+        if in_dim < 1 or out_dim < 1:
+            raise ValueError(f"host_projection: dimensions must be positive, got {in_dim} -> {out_dim}")
+        bounds = np.linspace(0, out_dim, shards + 1).astype(int)
+        _HOST_MATRICES[key] = tuple(_host_shard(in_dim, out_dim, seed, lo, hi) for lo, hi in zip(bounds, bounds[1:]))
+        while len(_HOST_MATRICES) > _HOST_MATRICES_KEPT:
+            _HOST_MATRICES.pop(next(iter(_HOST_MATRICES)))
+    return _HOST_MATRICES[key]
+
+
+def _host_shard(in_dim: int, out_dim: int, seed: int, lo: int, hi: int) -> scipy.sparse.csr_array:
+    counts = np.zeros(in_dim, np.int64)
+    for _, rows, _ in _column_blocks(in_dim, out_dim, seed, lo, hi):
+        counts += np.bincount(rows, minlength=in_dim)
+    indptr = np.concatenate([[0], np.cumsum(counts)])
+    index_dtype = np.int32 if indptr[-1] < np.iinfo(np.int32).max else np.int64
+    indices, data = np.empty(indptr[-1], index_dtype), np.empty(indptr[-1], np.float32)
+    filled = indptr[:-1].copy()
+    scale = np.float32(projection_scale(in_dim, out_dim))
+    for columns, rows, signs in _column_blocks(in_dim, out_dim, seed, lo, hi):
+        order = np.argsort(rows, kind="stable")  # by input row; columns stay ascending within a row
+        rows, columns, signs = rows[order], columns[order], signs[order]
+        first = np.flatnonzero(np.r_[True, rows[1:] != rows[:-1]])
+        run = np.diff(np.r_[first, len(rows)])
+        at = filled[rows] + np.arange(len(rows)) - np.repeat(first, run)
+        indices[at], data[at] = columns - lo, signs * scale
+        filled[rows[first]] += run
+    return scipy.sparse.csr_array((data, indices, indptr.astype(index_dtype)), shape=(in_dim, hi - lo))
+
+
+def _column_blocks(in_dim: int, out_dim: int, seed: int, lo: int, hi: int):
+    """``(columns, rows, signs)`` of the non-zeros of columns lo..hi-1, one block of columns at a time."""
+    width = projection_width(in_dim)
+    for start in range(lo, hi, _HOST_BLOCK):
+        rows, signs, overflow = _projection_columns(jax.random.key(seed), in_dim, width, _HOST_BLOCK, start)
+        n = min(_HOST_BLOCK, hi - start)
+        _refuse_overflow(overflow[:n], in_dim, out_dim, seed, width)
+        rows, signs = np.asarray(rows[:n]), np.asarray(signs[:n])
+        kept = signs != 0
+        columns = np.broadcast_to(np.arange(start, start + n, dtype=np.int64)[:, None], rows.shape)
+        yield columns[kept], rows[kept], signs[kept].astype(np.float32)
+
+
+def project_on_host(x: jax.Array, in_dim: int, out_dim: int, seed: int) -> jax.Array:
+    """``x (B, in_dim) @ R`` computed by scipy's sparse product on the host, one thread per column shard.
+
+    The CPU kernel of the projection: XLA's CPU gathers run the column-stored product several times slower.
+    Inside ``jit`` it is a ``pure_callback``; the matrix is built when this is traced, not in the first call.
+    """
+    host_projection(in_dim, out_dim, seed)
+
+    def product(block):
+        block = np.ascontiguousarray(block, np.float32)
+        matrices = host_projection(in_dim, out_dim, seed)  # rebuilt here only if evicted from the cache
+        return np.concatenate(list(_host_pool().map(lambda m: block @ m, matrices)), axis=1)
+
+    return jax.pure_callback(product, jax.ShapeDtypeStruct((x.shape[0], out_dim), jnp.float32),
+                             x.astype(jnp.float32))
+
+
+def _host_threads() -> int:
+    return max(1, len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count() or 1)
+
+
+@functools.cache
+def _host_pool() -> concurrent.futures.ThreadPoolExecutor:
+    return concurrent.futures.ThreadPoolExecutor(_host_threads(), thread_name_prefix="jaxbrain-projection")

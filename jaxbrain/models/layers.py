@@ -60,7 +60,7 @@ def depthwise_conv(conv: nnx.Conv, x: jax.Array) -> jax.Array:
         return acc if bias is None else acc + bias
 
     n = x.shape[0]
-    if n > _DEPTHWISE_ROWS and n % _DEPTHWISE_ROWS == 0:
+    if n > _DEPTHWISE_ROWS and n % _DEPTHWISE_ROWS == 0 and not _batch_axis_sharded(x):
         # a few images at a time: XLA:CPU keeps every tap's window of the whole batch alive otherwise
         blocks = jax.lax.map(taps, x.reshape(n // _DEPTHWISE_ROWS, _DEPTHWISE_ROWS, *x.shape[1:]))
         acc = blocks.reshape(n, *blocks.shape[2:])
@@ -68,6 +68,13 @@ def depthwise_conv(conv: nnx.Conv, x: jax.Array) -> jax.Array:
         acc = taps(x)
     # The barrier keeps XLA from fusing the taps into the normalisation that follows (it would recompute them).
     return jax.lax.optimization_barrier(acc)
+
+
+def _batch_axis_sharded(x: jax.Array) -> bool:
+    """Whether ``x``'s leading axis is split over a mesh axis in its type (explicit sharding), where
+    ``lax.map`` over it is refused."""
+    spec = getattr(getattr(jax.typeof(x), "sharding", None), "spec", None)
+    return bool(spec) and spec[0] is not None
 
 
 def max_pool(x: jax.Array, kernel: int, stride: int, padding: int = 0) -> jax.Array:
