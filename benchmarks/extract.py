@@ -11,7 +11,8 @@ Four modes:
 
   python benchmarks/extract.py --projection [--models vit_s16,convnext_s] [--batch 32] [--compute-dtype D]
       Cost per image of the 30,000-dim sparse projection (ViTs: their 12 blocks; other models: every candidate
-      layer) as a share of the forward, for each kernel the backend has (CPU: "host" and "gather"), and on CPU
+      layer) as a share of the forward, for each kernel the backend has (CPU: "host", "gather", "generate";
+      accelerators: "gather", "generate"), and on CPU
       scikit-learn's ``SparseRandomProjection.transform`` of the same ViT layers.
 
   python benchmarks/extract.py --memory [--n 10000] [--batch 32]
@@ -22,7 +23,7 @@ Four modes:
       On an accelerator: images/s and MFU in bfloat16 (achieved FLOP/s, from XLA's cost analysis of the
       lowered HLO, over the card's dense bf16 peak; H100/H200 SXM: 989 TFLOP/s, or ``--peak-tflops``) for the
       logits forward and the extraction forward (all candidate layers pooled; ViT-S also its 12 blocks
-      projected).
+      projected, with stored and with generated indices).
 """
 
 from __future__ import annotations
@@ -137,7 +138,7 @@ def _flops(lowered) -> float:
 
 
 def jax_rates(name: str, batch: int, iters: int, compute_dtype: str | None = None,
-              projection: bool = False) -> dict:
+              projection_kernels: tuple = ()) -> dict:
     import jax
     import jax.numpy as jnp
     import numpy as np
@@ -164,11 +165,10 @@ def jax_rates(name: str, batch: int, iters: int, compute_dtype: str | None = Non
               "logits_flops_per_image": _flops(lowered) / batch}
     forward = features.make_forward(model, spec, spec.layers, "pooled", mesh=mesh, compute_dtype=compute_dtype)
     result["pooled_images_per_s"] = batch / _time(lambda: forward(images), iters)
-    if projection:
-        blocks = [layer for layer in spec.layers if layer.startswith("blocks.")]
-        forward = features.make_forward(model, spec, blocks, "projection", mesh=mesh, compute_dtype=compute_dtype,
-                                        dtype="float16")
-        result["projected_12_blocks_images_per_s"] = batch / _time(lambda: forward(images), iters)
+    for kernel in projection_kernels:
+        forward = features.make_forward(model, spec, projected_layers(spec), "projection", mesh=mesh,
+                                        compute_dtype=compute_dtype, dtype="float16", projection_kernel=kernel)
+        result[f"projected_{kernel}_images_per_s"] = batch / _time(lambda: forward(images), iters)
     return result
 
 
@@ -267,10 +267,23 @@ def memory_worker(n: int, batch: int, out_dir: str) -> dict:
 # ---------------------------------------------------------------------------------------------------------
 # Modes
 # ---------------------------------------------------------------------------------------------------------
+def cpu_model() -> str:
+    """The CPU's model name from /proc/cpuinfo (or the platform's processor string)."""
+    try:
+        for line in pathlib.Path("/proc/cpuinfo").read_text().splitlines():
+            if line.startswith("model name"):
+                return line.split(":", 1)[1].strip()
+    except OSError:
+        pass
+    import platform
+    return platform.processor() or "unknown CPU"
+
+
 def cpu_comparison(args) -> None:
     threads = args.threads or os.cpu_count()
     python = torch_python(args.torch_python)
-    print(f"CPU comparison, batch {args.batch}, 224 px, {threads} threads (os.cpu_count() = {os.cpu_count()})")
+    print(f"CPU comparison on {cpu_model()}, batch {args.batch}, 224 px, {threads} threads "
+          f"(os.cpu_count() = {os.cpu_count()})")
     for name in args.models.split(","):
         jx = jax_rates(name, args.batch, args.iters)
         line = (f"{name:11s} jaxbrain logits {jx['logits_images_per_s']:7.1f} img/s, "
@@ -290,8 +303,9 @@ def cpu_comparison(args) -> None:
 
 def projection_report(args) -> None:
     import jax
-    kernels = ("host", "gather") if jax.default_backend() == "cpu" else ("gather",)
+    kernels = ("host", "gather", "generate") if jax.default_backend() == "cpu" else ("gather", "generate")
     device = jax.devices()[0].device_kind
+    device = cpu_model() if jax.default_backend() == "cpu" else device
     print(f"Projection to 30,000 dims on {device} ({jax.default_backend()}), batch {args.batch}, 224 px, "
           f"{args.compute_dtype or 'float32'} compute; cost = projected forward - pooled forward, per image")
     for name in args.models.split(","):
@@ -337,16 +351,18 @@ def device_report(args) -> None:
           f"batch {args.batch}, peak {peak} TFLOP/s")
     pooled = {}
     for name in args.models.split(","):
-        r = jax_rates(name, args.batch, args.iters, compute_dtype="bfloat16", projection=name.startswith("vit"))
+        kernels = ("gather", "generate") if name.startswith("vit") else ()
+        r = jax_rates(name, args.batch, args.iters, compute_dtype="bfloat16", projection_kernels=kernels)
         pooled[name] = r["pooled_images_per_s"]
         achieved = r["logits_images_per_s"] * r["logits_flops_per_image"]
         mfu = f"{100 * achieved / (peak * 1e12):.1f} %" if peak else "n/a (unknown peak)"
         line = (f"{name:11s} logits {r['logits_images_per_s']:9.0f} img/s, "
                 f"{r['logits_flops_per_image'] / 1e9:.2f} GFLOP/img, MFU {mfu}; all layers pooled "
                 f"{r['pooled_images_per_s']:9.0f} img/s")
-        if "projected_12_blocks_images_per_s" in r:
-            cost = 1 / r["projected_12_blocks_images_per_s"] - 1 / r["pooled_images_per_s"]
-            line += (f"; 12 blocks projected to 30,000 {r['projected_12_blocks_images_per_s']:8.0f} img/s "
+        for kernel in kernels:
+            rate = r[f"projected_{kernel}_images_per_s"]
+            cost = 1 / rate - 1 / r["pooled_images_per_s"]
+            line += (f"; 12 blocks projected to 30,000 ({kernel}) {rate:8.0f} img/s "
                      f"(projection {100 * cost * r['logits_images_per_s']:.0f} % of the forward)")
         print(line, flush=True)
     if args.end_to_end:

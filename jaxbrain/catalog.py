@@ -9,6 +9,7 @@ matrices, `jaxbrain.data.sources.generic.load_rdm_folder`). Names must be distin
 from __future__ import annotations
 
 import dataclasses
+import functools
 import hashlib
 import pathlib
 import urllib.parse
@@ -39,8 +40,8 @@ class Benchmark:
     def rois(self) -> list[str]:
         return list(self.dataset.rois) if self.dataset is not None else list(self.rdms.groups)
 
-    @property
-    def digest(self) -> str:
+    @functools.cached_property
+    def digest(self) -> str:  # an RDM set's digest decodes every stimulus: computed once
         if self.dataset is not None:
             return self.dataset.digest
         digest = hashlib.sha256(f"{self.rdms.kind}{self.correlation}{self.rdms.stimulus_ids}".encode())

@@ -102,7 +102,7 @@ def test_results_do_not_depend_on_devices_or_batch_size(model, stim):
             np.testing.assert_allclose(other[layer], runs[0][layer], rtol=1e-5, atol=1e-6 * scale, err_msg=layer)
 
 
-@pytest.mark.parametrize("kernel", ["host", "gather"])
+@pytest.mark.parametrize("kernel", ["host", "gather", "generate"])
 def test_projection_equals_the_dense_float64_matrix_product(model, stim, kernel):
     got = features.extract(model, Spec(), stim, stim.ids, ["conv1", "pool"], keep="projection",
                            projection_dim=512, seed=3, progress=False, projection_kernel=kernel)

@@ -40,6 +40,23 @@ def test_generator_commits_planted_layers_with_r_nc_near_one(quickstart_run):
         assert (workdir / name).stat().st_size > 0
 
 
+def test_stimuli_are_decoded_once_per_benchmark_into_the_workdir(quickstart_run):
+    from jaxbrain import pipeline
+    from jaxbrain.data import neural, stimuli
+    from jaxbrain.models import registry
+    workdir, _ = quickstart_run
+    cached = sorted((workdir / "stimuli").iterdir())
+    assert len(cached) == 3 and all(path.suffix == ".npy" for path in cached)
+    preprocessing = registry.get("tiny_cnn").preprocessing
+    for name in ("planted_ephys", "planted_fmri", "planted_eeg"):
+        dataset = neural.load(workdir / "data" / f"{name}.h5")
+        order = pipeline.stimulus_order(dataset)
+        matches = [np.load(path, mmap_mode="r") for path in cached]
+        arrays = [a for a in matches if a.shape[0] == len(order)
+                  and np.array_equal(a[-1], stimuli.resize_and_crop(dataset.stimuli.load(order[-1]), preprocessing))]
+        assert arrays, name  # (the planted benchmarks may share their images)
+
+
 def test_estimated_ceilings_match_the_planted_ones(quickstart_run):
     from jaxbrain.data import neural
 

@@ -67,17 +67,20 @@ def _build(stimuli, ids: list[str], preprocessing, path: pathlib.Path, shape: tu
     path.parent.mkdir(parents=True, exist_ok=True)
     tmp = path.with_name(f".{path.stem}.{secrets.token_hex(4)}.tmp.npy")
     try:
-        array = np.lib.format.open_memmap(tmp, mode="w+", dtype=np.uint8, shape=shape)
-
-        def fill(k: int) -> None:  # PIL releases the GIL while decoding and resizing
-            array[k] = stimulus_pipeline.resize_and_crop(stimuli.load(ids[k]), preprocessing)
-
-        with concurrent.futures.ThreadPoolExecutor(max(1, num_threads)) as pool:
-            list(pool.map(fill, range(len(ids))))
-        array.flush()
-        del array
+        _fill(stimuli, ids, preprocessing, tmp, shape, num_threads)
         with open(tmp, "rb+") as handle:
             os.fsync(handle.fileno())
         os.replace(tmp, path)
     finally:
         tmp.unlink(missing_ok=True)
+
+
+def _fill(stimuli, ids: list[str], preprocessing, tmp: pathlib.Path, shape: tuple, num_threads: int) -> None:
+    array = np.lib.format.open_memmap(tmp, mode="w+", dtype=np.uint8, shape=shape)
+
+    def row(k: int) -> None:  # PIL releases the GIL while decoding and resizing
+        array[k] = stimulus_pipeline.resize_and_crop(stimuli.load(ids[k]), preprocessing)
+
+    with concurrent.futures.ThreadPoolExecutor(max(1, num_threads)) as pool:
+        list(pool.map(row, range(len(ids))))
+    array.flush()

@@ -15,7 +15,7 @@ from jaxbrain.data import stimuli as stimulus_pipeline
 from jaxbrain.features.forward import forward_for_plans
 from jaxbrain.features.outputs import Sink
 from jaxbrain.features.plan import check_request, plan_layers
-from jaxbrain.features.projection import PROJECTION_DIM
+from jaxbrain.features.projection import PROJECTION_DIM, release_host_projections
 from jaxbrain.features.store import Progress
 
 
@@ -34,8 +34,9 @@ def extract(model: Any, spec: Any, stimuli: Any, ids: Sequence[str], layers: Seq
     are kept beside (``features.load_gram``). ``projection_dim`` is the reference's 30,000 unless changed;
     ``seed`` fixes the projection. ``num_threads`` / ``num_workers`` set the image decoding (see
     ``data.stimuli.iterate_batches``); ``compute_dtype`` (e.g. "bfloat16") casts parameters and images.
-    ``projection_kernel``: "host" (scipy on the host, the default on CPU) or "gather" (in the compiled step, the
-    default on accelerators); both make the same matrix.
+    ``projection_kernel``: "host" (scipy on the host, the default on CPU), "gather" (stored indices in the
+    compiled step, the default on accelerators) or "generate" (indices made in the step, never stored); all
+    make the same matrix.
     """
     ids, layers = check_request(ids, layers, dtype, batch_size, projection_dim)
     plans = plan_layers(model, spec, layers, keep, projection_dim)
@@ -59,6 +60,7 @@ def extract(model: Any, spec: Any, stimuli: Any, ids: Sequence[str], layers: Seq
             images = sharding.global_batch(np.asarray(batch["image"], np.float32), mesh)
             sink.add(forward(images), lo, min(lo + batch_rows, len(ids)))
         results.update(sink.finish())
+        release_host_projections()  # scoring comes next and needs the memory more than a rebuild costs time
         if out_dir is not None:
             sharding.barrier("features written")  # other processes may read the writer's files from here on
     return {layer: results[layer] for layer in layers}

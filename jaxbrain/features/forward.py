@@ -19,12 +19,15 @@ from jax.sharding import PartitionSpec as P
 
 from jaxbrain import sharding
 from jaxbrain.features.plan import LayerPlan, plan_layers
-from jaxbrain.features.projection import (PROJECTION_DIM, host_projection, project, project_on_host,
-                                          projection_scale, sparse_projection)
+from jaxbrain.features.projection import (PROJECTION_DIM, check_generated, host_projection, project,
+                                          project_generated, project_on_host, projection_scale, sparse_projection)
 
 _STEPS: collections.OrderedDict = collections.OrderedDict()
 _STEPS_KEPT = 16  # compiled steps kept (a sweep over many models would otherwise keep them all)
-CPU_MICRO_BATCH = 16  # ConvNeXt-S, 38 layers projected: batch 64 peaks at 3.4 GB, 16 at 1.7 GB and runs faster
+PROJECTION_KERNELS = ("host", "gather", "generate")
+# 2-core CPU, batch 32, 8 / 16 / 32 rows at once: ResNet-50 pooled forward 14.5 / 13.5 / 11.4 img/s, but the
+# host projection of 12 ViT-S blocks 23.1 / 10.9 / - ms/img; ConvNeXt-S extraction peak 1.7 GB at 16, 3.4 at 64
+CPU_MICRO_BATCH = 16
 
 
 def traced(name: str, body: Callable) -> Callable:
@@ -69,12 +72,13 @@ def _on_cpu(mesh) -> bool:
 
 
 def resolve_projection_kernel(mesh, kernel: str = "auto") -> str:
-    """"host" (scipy's sparse product through a callback) on CPU meshes, "gather" (in the compiled step) on
-    accelerators, for ``kernel="auto"``; otherwise ``kernel`` itself."""
+    """"host" (scipy's sparse product through a callback) on CPU meshes, "gather" (stored indices, in the
+    compiled step) on accelerators, for ``kernel="auto"``; otherwise ``kernel`` itself ("generate": the indices
+    made in the step from the seed, a block of columns at a time, never stored)."""
     if kernel == "auto":
         return "host" if _on_cpu(mesh) else "gather"
-    if kernel not in ("host", "gather"):
-        raise ValueError(f"projection kernel must be 'auto', 'host' or 'gather', got {kernel!r}")
+    if kernel not in PROJECTION_KERNELS:
+        raise ValueError(f"projection kernel must be 'auto' or one of {PROJECTION_KERNELS}, got {kernel!r}")
     return kernel
 
 
@@ -87,8 +91,10 @@ def _projections_for(plans: Sequence[LayerPlan], mesh, projection_dim: int, seed
             if kernel == "gather":
                 proj = sparse_projection(plan.flat_dim, projection_dim, seed)
                 projections[plan.flat_dim] = jax.device_put((proj.rows, proj.signs), sharding.replicated(mesh))
-            else:
+            elif kernel == "host":
                 host_projection(plan.flat_dim, projection_dim, seed)
+            else:
+                check_generated(plan.flat_dim, projection_dim, seed)
             scales.append((plan.flat_dim, projection_scale(plan.flat_dim, projection_dim)))
     return projections, tuple(scales)
 
@@ -114,6 +120,8 @@ def _forward_step(graphdef, plans: tuple[LayerPlan, ...], scales: tuple, mesh, d
             out_dim = plan.feature_shape[0]
             if kernel == "host":
                 return lambda flat: project_on_host(flat, plan.flat_dim, out_dim, seed)
+            if kernel == "generate":
+                return lambda flat: project_generated(flat, plan.flat_dim, out_dim, seed)
             rows, signs = projections[plan.flat_dim]
             return lambda flat: project(flat, rows, signs, scale_of[plan.flat_dim], out_dim)
 

@@ -9,6 +9,10 @@ Each output column ``j`` is generated from its own counter-based key ``fold_in(k
 between its non-zero rows are Geometric(s) (``floor(log u / log(1 - s))`` for uniform ``u``), which draws exactly
 the Bernoulli(s) pattern of the reference, and its signs are fair coin flips. The matrix therefore depends only on
 ``(D, projection_dim, seed)``, never on the batch size, the devices or the order in which columns are made.
+
+Three kernels compute ``x @ R`` with that matrix: :func:`project` gathers with stored column indices inside a
+compiled step (accelerators), :func:`project_generated` makes each block of indices in the step instead (nothing
+stored), and :func:`project_on_host` runs scipy's CSR product on the host (CPUs, where XLA's gathers are slow).
 """
 
 from __future__ import annotations
@@ -125,12 +129,42 @@ def project(x: jax.Array, rows: jax.Array, signs: jax.Array, scale: float, out_d
     width = rows.shape[1]
 
     def chunk(args):
-        r, s = args  # multiply-and-sum fuses with the gather (no (chunk, width, B) buffer)
-        return (s.astype(jnp.float32)[..., None] * xt[r].astype(jnp.float32)).sum(axis=1)
+        return _column_sums(xt, *args)
 
     out = jax.lax.map(chunk, (rows.reshape(-1, _PROJECTION_CHUNK, width),
                               signs.reshape(-1, _PROJECTION_CHUNK, width)))
     return (out.reshape(-1, x.shape[0])[:out_dim] * scale).T
+
+
+def _column_sums(xt: jax.Array, rows: jax.Array, signs: jax.Array) -> jax.Array:
+    """``(chunk, B)`` float32: column ``c`` is the sum over ``t`` of ``signs[c, t] * xt[rows[c, t]]``. The multiply
+    and sum fuse with the gather (no ``(chunk, width, B)`` buffer)."""
+    return (signs.astype(jnp.float32)[..., None] * xt[rows].astype(jnp.float32)).sum(axis=1)
+
+
+@functools.cache
+def check_generated(in_dim: int, out_dim: int, seed: int) -> None:
+    """Generates every column once, a block at a time (nothing kept), and refuses a matrix with an overflowing
+    column, as :func:`sparse_projection` does: what :func:`project_generated` may then skip."""
+    width = projection_width(in_dim)
+    for start in range(0, out_dim, _HOST_BLOCK):
+        overflow = _projection_columns(jax.random.key(seed), in_dim, width, _HOST_BLOCK, start)[2]
+        _refuse_overflow(overflow[:min(_HOST_BLOCK, out_dim - start)], in_dim, out_dim, seed, width)
+
+
+def project_generated(x: jax.Array, in_dim: int, out_dim: int, seed: int) -> jax.Array:
+    """:func:`project` with each block of columns generated in the step from ``seed`` instead of read from
+    stored indices: no index array is ever resident, at the price of generating the matrix once per call."""
+    width = projection_width(in_dim)
+    xt = x.T
+    key = jax.random.key(seed)
+
+    def chunk(start):
+        return _column_sums(xt, *_projection_columns(key, in_dim, width, _PROJECTION_CHUNK, start)[:2])
+
+    starts = jnp.arange(0, out_dim, _PROJECTION_CHUNK, dtype=jnp.uint32)
+    out = jax.lax.map(chunk, starts)
+    return (out.reshape(-1, x.shape[0])[:out_dim] * projection_scale(in_dim, out_dim)).T
 
 
 def host_projection(in_dim: int, out_dim: int = PROJECTION_DIM, seed: int = 0,
@@ -154,6 +188,11 @@ def host_projection(in_dim: int, out_dim: int = PROJECTION_DIM, seed: int = 0,
         while len(_HOST_MATRICES) > _HOST_MATRICES_KEPT:
             _HOST_MATRICES.pop(next(iter(_HOST_MATRICES)))
     return _HOST_MATRICES[key]
+
+
+def release_host_projections() -> None:
+    """Drops the cached host matrices (a later :func:`host_projection` builds them again)."""
+    _HOST_MATRICES.clear()
 
 
 def _host_shard(in_dim: int, out_dim: int, seed: int, lo: int, hi: int) -> scipy.sparse.csr_array:
