@@ -52,8 +52,7 @@ def score_unit(unit, spec, model: dict, benchmark: catalog.Benchmark, config, wo
             built[model["label"]] = loading.build(spec, model)
         stimuli = benchmark.stimuli
         if config.get("stimulus_cache", True) and benchmark.digest:  # decoded once for every model of the sweep
-            stimuli = stimulus_cache.cached_stimuli(stimuli, order, spec.preprocessing, workdir / "stimuli",
-                                                    benchmark.digest)
+            stimuli = _cached_stimuli(stimuli, order, spec.preprocessing, workdir / "stimuli", benchmark.digest)
         values = features.extract(built[model["label"]], spec, stimuli, order, layer_names, keep=keep,
                                   batch_size=config.batch_size, out_dir=out_dir,
                                   projection_dim=config.features.projection_dim, seed=config.features.seed,
@@ -79,6 +78,14 @@ def score_unit(unit, spec, model: dict, benchmark: catalog.Benchmark, config, wo
                                workdir / "targets" / model["label"] / benchmark.name)
     unit.write_json("warnings", warnings)
     unit.put_rows("test", scores.test_rows(model["label"], config.seed))
+
+
+def _cached_stimuli(stimuli, order, preprocessing, directory: pathlib.Path, identity: str):
+    """The stimulus cache, built by the writing process while the others of a distributed run wait."""
+    if sharding.is_writer():
+        stimulus_cache.cached_stimuli(stimuli, order, preprocessing, directory, identity)
+    sharding.barrier("score: stimulus cache")
+    return stimulus_cache.cached_stimuli(stimuli, order, preprocessing, directory, identity)
 
 
 def unit_settings(model: dict, benchmark: catalog.Benchmark, config) -> dict:

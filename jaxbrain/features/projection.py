@@ -23,6 +23,7 @@ import dataclasses
 import functools
 import math
 import os
+import threading
 
 import jax
 import jax.numpy as jnp
@@ -34,6 +35,7 @@ _PROJECTION_CHUNK = 512  # output columns gathered at once by `project`
 _HOST_BLOCK = 2048  # output columns generated at once while building a host matrix
 _HOST_MATRICES: collections.OrderedDict = collections.OrderedDict()
 _HOST_MATRICES_KEPT = 8
+_HOST_LOCK = threading.Lock()
 
 
 @dataclasses.dataclass(frozen=True)
@@ -178,21 +180,24 @@ def host_projection(in_dim: int, out_dim: int = PROJECTION_DIM, seed: int = 0,
     """
     shards = _host_threads() if shards is None else shards
     key = (in_dim, out_dim, seed, shards)
-    if key in _HOST_MATRICES:
-        _HOST_MATRICES.move_to_end(key)
-    else:
+    with _HOST_LOCK:  # callbacks of several devices may ask at once
+        if key in _HOST_MATRICES:
+            _HOST_MATRICES.move_to_end(key)
+            return _HOST_MATRICES[key]
         if in_dim < 1 or out_dim < 1:
             raise ValueError(f"host_projection: dimensions must be positive, got {in_dim} -> {out_dim}")
         bounds = np.linspace(0, out_dim, shards + 1).astype(int)
-        _HOST_MATRICES[key] = tuple(_host_shard(in_dim, out_dim, seed, lo, hi) for lo, hi in zip(bounds, bounds[1:]))
+        matrices = tuple(_host_shard(in_dim, out_dim, seed, lo, hi) for lo, hi in zip(bounds, bounds[1:]))
+        _HOST_MATRICES[key] = matrices
         while len(_HOST_MATRICES) > _HOST_MATRICES_KEPT:
             _HOST_MATRICES.pop(next(iter(_HOST_MATRICES)))
-    return _HOST_MATRICES[key]
+        return matrices
 
 
 def release_host_projections() -> None:
     """Drops the cached host matrices (a later :func:`host_projection` builds them again)."""
-    _HOST_MATRICES.clear()
+    with _HOST_LOCK:
+        _HOST_MATRICES.clear()
 
 
 def _host_shard(in_dim: int, out_dim: int, seed: int, lo: int, hi: int) -> scipy.sparse.csr_array:
