@@ -165,47 +165,29 @@ def jax_rates(name: str, batch: int, iters: int, compute_dtype: str | None = Non
               "logits_flops_per_image": _flops(lowered) / batch}
     forward = features.make_forward(model, spec, spec.layers, "pooled", mesh=mesh, compute_dtype=compute_dtype)
     result["pooled_images_per_s"] = batch / _time(lambda: forward(images), iters)
-    for kernel in projection_kernels:
-        forward = features.make_forward(model, spec, projected_layers(spec), "projection", mesh=mesh,
-                                        compute_dtype=compute_dtype, dtype="float16", projection_kernel=kernel)
-        result[f"projected_{kernel}_images_per_s"] = batch / _time(lambda: forward(images), iters)
+    if projection_kernels:  # the projected layers pooled, then projected by each kernel: cost = the difference
+        layers = projected_layers(spec)
+        result["projected_layers"] = len(layers)
+        result["in_dim"] = features.plan_layers(model, spec, layers[-1:], "projection", 30000)[layers[-1]].flat_dim
+        forward = features.make_forward(model, spec, layers, "pooled", mesh=mesh, compute_dtype=compute_dtype)
+        result["projected_layers_pooled_images_per_s"] = batch / _time(lambda: forward(images), iters)
+        for kernel in projection_kernels:
+            forward = features.make_forward(model, spec, layers, "projection", mesh=mesh, compute_dtype=compute_dtype,
+                                            dtype="float16", projection_kernel=kernel)
+            result[f"projected_{kernel}_images_per_s"] = batch / _time(lambda: forward(images), iters)
     return result
+
+
+def projection_share(rates: dict, kernel: str) -> tuple[float, float]:
+    """Seconds per image the projection adds with ``kernel``, and that as a share of the logits forward."""
+    cost = 1 / rates[f"projected_{kernel}_images_per_s"] - 1 / rates["projected_layers_pooled_images_per_s"]
+    return cost, cost * rates["logits_images_per_s"]
 
 
 def projected_layers(spec) -> list[str]:
     """ViTs: their 12 blocks (the issue's case); other models: every candidate layer that is projected."""
     blocks = [layer for layer in spec.layers if layer.startswith("blocks.")]
     return blocks or list(spec.layers)
-
-
-def projection_rates(name: str, batch: int, iters: int, kernels, compute_dtype: str | None = None) -> dict:
-    """Seconds per image of the logits forward, of the extraction forward with the projected layers only
-    pooled, and with them projected to 30,000 dims by each kernel; projection cost = projected - pooled."""
-    import jax
-    import numpy as np
-    from flax import nnx
-
-    from jaxbrain import features, sharding
-    from jaxbrain.features.forward import cast_floating
-    spec, model = _build(name)
-    mesh = sharding.data_mesh()
-    graphdef, state = nnx.split(model)
-    state = cast_floating(state, compute_dtype)
-    images = sharding.global_batch(np.random.default_rng(0).normal(size=(batch, 224, 224, 3)).astype(np.float32),
-                                   mesh)
-    logits = jax.jit(lambda state, images: nnx.merge(graphdef, state)(images.astype(
-        compute_dtype or "float32"), train=False)[0])
-    layers = projected_layers(spec)
-    in_dim = features.plan_layers(model, spec, layers[-1:], "projection", 30000)[layers[-1]].flat_dim
-    result = {"model": name, "layers": len(layers), "batch": batch, "in_dim": in_dim,
-              "logits_s": _time(lambda: logits(state, images), iters) / batch}
-    pooled = features.make_forward(model, spec, layers, "pooled", mesh=mesh, compute_dtype=compute_dtype)
-    result["pooled_s"] = _time(lambda: pooled(images), iters) / batch
-    for kernel in kernels:
-        forward = features.make_forward(model, spec, layers, "projection", mesh=mesh, compute_dtype=compute_dtype,
-                                        projection_kernel=kernel)
-        result[f"{kernel}_s"] = _time(lambda: forward(images), iters) / batch
-    return result
 
 
 def sklearn_projection_s(in_dim: int, batch: int, iters: int) -> float:
@@ -309,19 +291,20 @@ def projection_report(args) -> None:
     print(f"Projection to 30,000 dims on {device} ({jax.default_backend()}), batch {args.batch}, 224 px, "
           f"{args.compute_dtype or 'float32'} compute; cost = projected forward - pooled forward, per image")
     for name in args.models.split(","):
-        r = projection_rates(name, args.batch, args.iters, kernels, args.compute_dtype)
-        line = (f"{name:11s} {r['layers']} layers | forward (logits) {1e3 * r['logits_s']:.2f} ms/img, "
-                f"pooled {1e3 * r['pooled_s']:.2f}")
+        r = jax_rates(name, args.batch, args.iters, args.compute_dtype, projection_kernels=kernels)
+        line = (f"{name:11s} {r['projected_layers']} layers | forward (logits) "
+                f"{1e3 / r['logits_images_per_s']:.2f} ms/img, pooled "
+                f"{1e3 / r['projected_layers_pooled_images_per_s']:.2f}")
         for kernel in kernels:
-            cost = r[f"{kernel}_s"] - r["pooled_s"]
-            line += (f" | {kernel}: projected {1e3 * r[f'{kernel}_s']:.2f} ms/img, projection {1e3 * cost:.2f} "
-                     f"ms/img = {100 * cost / r['logits_s']:.0f} % of the forward")
+            cost, share = projection_share(r, kernel)
+            line += (f" | {kernel}: projected {1e3 / r[f'projected_{kernel}_images_per_s']:.2f} ms/img, "
+                     f"projection {1e3 * cost:.2f} ms/img = {100 * share:.0f} % of the forward")
         print(line, flush=True)
         if name.startswith("vit") and "host" in kernels:  # its blocks share one input size
-            sk = sklearn_projection_s(r["in_dim"], args.batch, args.iters) * r["layers"]
-            host = r["host_s"] - r["pooled_s"]
-            print(f"{'':11s} scikit-learn SparseRandomProjection.transform of the same {r['layers']} layers: "
-                  f"{1e3 * sk:.2f} ms/img; the host kernel is {sk / host:.1f}x faster", flush=True)
+            sk = sklearn_projection_s(r["in_dim"], args.batch, args.iters) * r["projected_layers"]
+            host = projection_share(r, "host")[0]
+            print(f"{'':11s} scikit-learn SparseRandomProjection.transform of the same {r['projected_layers']} "
+                  f"layers: {1e3 * sk:.2f} ms/img; the host kernel is {sk / host:.1f}x faster", flush=True)
 
 
 def memory_report(args) -> None:
@@ -360,10 +343,8 @@ def device_report(args) -> None:
                 f"{r['logits_flops_per_image'] / 1e9:.2f} GFLOP/img, MFU {mfu}; all layers pooled "
                 f"{r['pooled_images_per_s']:9.0f} img/s")
         for kernel in kernels:
-            rate = r[f"projected_{kernel}_images_per_s"]
-            cost = 1 / rate - 1 / r["pooled_images_per_s"]
-            line += (f"; 12 blocks projected to 30,000 ({kernel}) {rate:8.0f} img/s "
-                     f"(projection {100 * cost * r['logits_images_per_s']:.0f} % of the forward)")
+            line += (f"; 12 blocks projected to 30,000 ({kernel}) {r[f'projected_{kernel}_images_per_s']:8.0f} "
+                     f"img/s (projection {100 * projection_share(r, kernel)[1]:.0f} % of the forward)")
         print(line, flush=True)
     if args.end_to_end:
         for name in args.models.split(","):

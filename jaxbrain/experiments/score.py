@@ -82,10 +82,12 @@ def score_unit(unit, spec, model: dict, benchmark: catalog.Benchmark, config, wo
 
 def _cached_stimuli(stimuli, order, preprocessing, directory: pathlib.Path, identity: str):
     """The stimulus cache, built by the writing process while the others of a distributed run wait."""
-    if sharding.is_writer():
-        stimulus_cache.cached_stimuli(stimuli, order, preprocessing, directory, identity)
+    def cached():
+        return stimulus_cache.cached_stimuli(stimuli, order, preprocessing, directory, identity)
+
+    built = cached() if sharding.is_writer() else None
     sharding.barrier("score: stimulus cache")
-    return stimulus_cache.cached_stimuli(stimuli, order, preprocessing, directory, identity)
+    return built if built is not None else cached()
 
 
 def unit_settings(model: dict, benchmark: catalog.Benchmark, config) -> dict:
